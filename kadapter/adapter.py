@@ -1,0 +1,175 @@
+"""KnowledgeAdapter: the K-Adapter side network, and its self-describing save format.
+
+At each tap layer the adapter reads the backbone's hidden state, adds the previous adapter layer's output, and runs
+down-projection -> N transformer layers -> up-projection with a residual. It never writes back into the backbone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .config import AdapterConfig, BackboneIdentity, write_json
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter.safetensors"
+
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
+
+
+class AdapterTransformerLayer(nn.Module):
+    """A post-LayerNorm transformer layer with BERT's parameter layout (so counts match the official code)."""
+
+    def __init__(self, cfg: AdapterConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.num_heads = cfg.num_attention_heads
+        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.attention_output = nn.Linear(h, h)
+        self.attention_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.intermediate = nn.Linear(h, cfg.intermediate_size)
+        self.activation = _ACTIVATIONS[cfg.hidden_act]()
+        self.output = nn.Linear(cfg.intermediate_size, h)
+        self.output_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.attention_dropout = cfg.attention_dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, h = x.shape
+        return x.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """`key_mask`: boolean (batch, 1, 1, seq), True where a key may be attended to; None attends everywhere."""
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        drop = self.attention_dropout if self.training else 0.0
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=drop)
+        attn = attn.transpose(1, 2).reshape(x.shape)
+        x = self.attention_norm(x + self.dropout(self.attention_output(attn)))
+        ffn = self.output(self.activation(self.intermediate(x)))
+        return self.output_norm(x + self.dropout(ffn))
+
+
+class AdapterLayer(nn.Module):
+    """down-projection -> N transformer layers -> up-projection, plus the residual."""
+
+    def __init__(self, cfg: AdapterConfig, backbone_hidden_size: int):
+        super().__init__()
+        self.down_project = nn.Linear(backbone_hidden_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(AdapterTransformerLayer(cfg) for _ in range(cfg.num_transformer_layers))
+        self.up_project = nn.Linear(cfg.hidden_size, backbone_hidden_size)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.down_project(x)
+        for layer in self.layers:
+            h = layer(h, key_mask)
+        return x + self.up_project(h)
+
+
+class KnowledgeAdapter(nn.Module):
+    """One kind of knowledge, as a side network over a frozen backbone's hidden states."""
+
+    def __init__(self, config: AdapterConfig, backbone: BackboneIdentity):
+        super().__init__()
+        self.config = config.resolved(backbone.num_hidden_layers)
+        self.backbone = backbone
+        self.adapter_layers = nn.ModuleList(
+            AdapterLayer(self.config, backbone.hidden_size) for _ in self.config.tap_layers
+        )
+        self.reset_parameters()
+
+    @property
+    def tap_layers(self) -> tuple[int, ...]:
+        return self.config.tap_layers
+
+    def reset_parameters(self) -> None:
+        """Projections with std `init_range` (near-identity start), transformer layers as BERT initialises them."""
+        for layer in self.adapter_layers:
+            for proj in (layer.down_project, layer.up_project):
+                nn.init.normal_(proj.weight, std=self.config.init_range)
+                nn.init.zeros_(proj.bias)
+            for module in layer.layers.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=self.config.transformer_init_range)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, hidden_states: dict[int, torch.Tensor], attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Run every adapter layer bottom-up; returns the last adapter layer's output (batch, seq, backbone hidden)."""
+        key_mask = None
+        if attention_mask is not None and not self.config.faithful_padding:
+            key_mask = attention_mask.bool()[:, None, None, :]
+        dtype = self.adapter_layers[0].down_project.weight.dtype
+        previous = None
+        outputs: list[torch.Tensor] = []
+        for count, (tap, layer) in enumerate(zip(self.tap_layers, self.adapter_layers), start=1):
+            x = hidden_states[tap].to(dtype)
+            # The official code sums the tapped hidden state with the previous adapter layer's output.
+            x = x if previous is None else x + previous
+            previous = layer(x, key_mask)
+            outputs.append(previous)
+            interval = self.config.skip_interval
+            if interval and count % interval == 0 and count > interval:
+                previous = previous + outputs[count - 1 - interval]
+        return previous
+
+    # ----------------------------------------------------------------------------------------------- save / load
+    def save_pretrained(self, directory: str | Path, **metadata) -> Path:
+        """A standalone, self-describing adapter directory: adapter_config.json + adapter.safetensors."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "kadapter_version": __version__})
+        write_json(directory / CONFIG_NAME, {
+            "kadapter_version": __version__,
+            "adapter": self.config.to_dict(),
+            "backbone": self.backbone.to_dict(),
+            **({"metadata": metadata} if metadata else {}),
+        })
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, backbone: BackboneIdentity | None = None, check_backbone: bool = True
+    ) -> "KnowledgeAdapter":
+        """Load an adapter directory strictly: every key must match, and the backbone must be the one it was trained on."""
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} not found: not a kadapter adapter directory")
+        payload = json.loads((directory / CONFIG_NAME).read_text())
+        saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
+        if backbone is not None and check_backbone:
+            diff = saved_backbone.differences(backbone)
+            if diff:
+                raise ValueError(
+                    f"adapter {directory} was trained on a different backbone "
+                    f"({saved_backbone.name_or_path}):\n  " + "\n  ".join(diff)
+                )
+        adapter = cls(AdapterConfig.from_dict(payload["adapter"]), backbone or saved_backbone)
+        load_state_strict(adapter, load_file(str(directory / WEIGHTS_NAME)), directory / WEIGHTS_NAME)
+        return adapter
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load a state dict, naming every missing, unexpected or mis-shaped tensor (no silent key-dropping)."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = [f"missing tensors: {missing}"] * bool(missing) + [f"unexpected tensors: {unexpected}"] * bool(
+        unexpected
+    ) + [f"shape mismatches: {shapes}"] * bool(shapes)
+    if problems:
+        raise ValueError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,200 @@
+"""KAdapterModel: a frozen backbone, any number of named knowledge adapters, and their fusion."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+
+from . import __version__
+from .adapter import KnowledgeAdapter, load_state_strict
+from .backbone import BackboneFeatures, backbone_identity, extract_features, freeze, load_backbone
+from .config import AdapterConfig, BackboneIdentity, FusionConfig, write_json
+from .fusion import Fusion
+
+MODEL_CONFIG_NAME = "kadapter_config.json"
+FUSION_WEIGHTS_NAME = "fusion.safetensors"
+
+
+@dataclass
+class KAdapterOutput:
+    last_hidden_state: torch.Tensor  # fused features, (batch, seq, hidden): what task heads read
+    backbone_last_hidden_state: torch.Tensor
+    adapter_states: dict[str, torch.Tensor]  # each adapter's last layer output
+    attention_mask: torch.Tensor
+
+
+class KAdapterModel(nn.Module):
+    """K-Adapter: the backbone stays frozen; adapters read its hidden states and never write back.
+
+    Adapters are independent plug-ins: each one only sees the backbone, never another adapter, so an adapter
+    trained alone can be loaded next to others. The fusion depends on the set of adapters and is rebuilt (freshly
+    initialised) whenever that set changes.
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        adapters: dict[str, KnowledgeAdapter | AdapterConfig | str | Path] | None = None,
+        fusion: str = "concat",
+        tokenizer=None,
+    ):
+        super().__init__()
+        self.backbone = freeze(backbone)
+        self.tokenizer = tokenizer
+        self.identity: BackboneIdentity = backbone_identity(backbone)
+        self.adapters = nn.ModuleDict()
+        self.fusion = Fusion(FusionConfig(fusion, []), self.hidden_size)
+        for name, adapter in (adapters or {}).items():
+            self.add_adapter(name, adapter)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str | None = None,
+        adapters: dict[str, KnowledgeAdapter | AdapterConfig | str | Path] | None = None,
+        fusion: str = "concat",
+        **backbone_kwargs,
+    ) -> "KAdapterModel":
+        """Load a backbone by hub name or path (default: the real MiniLM) and attach adapters."""
+        backbone, tokenizer = load_backbone(name_or_path, **backbone_kwargs)
+        return cls(backbone, adapters, fusion=fusion, tokenizer=tokenizer)
+
+    # ------------------------------------------------------------------------------------------------ adapters
+    @property
+    def hidden_size(self) -> int:
+        return self.identity.hidden_size
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters.keys())
+
+    @property
+    def tap_layers(self) -> tuple[int, ...]:
+        """Every hidden-state index some adapter reads."""
+        return tuple(sorted({t for a in self.adapters.values() for t in a.tap_layers}))
+
+    def add_adapter(self, name: str, adapter: KnowledgeAdapter | AdapterConfig | str | Path) -> KnowledgeAdapter:
+        """Attach a new adapter (from a config), a trained one (a module or a saved directory)."""
+        if name in self.adapters:
+            raise ValueError(f"an adapter named {name!r} is already attached")
+        if isinstance(adapter, AdapterConfig):
+            adapter = KnowledgeAdapter(adapter, self.identity)
+        elif isinstance(adapter, (str, Path)):
+            adapter = KnowledgeAdapter.from_pretrained(adapter, backbone=self.identity)
+        else:
+            diff = adapter.backbone.differences(self.identity)
+            if diff:
+                raise ValueError(f"adapter {name!r} belongs to a different backbone:\n  " + "\n  ".join(diff))
+        device = next(self.backbone.parameters()).device
+        self.adapters[name] = adapter.to(device)
+        self._rebuild_fusion()
+        return adapter
+
+    def remove_adapter(self, name: str) -> KnowledgeAdapter:
+        adapter = self.adapters.pop(name)
+        self._rebuild_fusion()
+        return adapter
+
+    def set_fusion(self, mode: str) -> None:
+        self._rebuild_fusion(mode)
+
+    def _rebuild_fusion(self, mode: str | None = None) -> None:
+        config = FusionConfig(mode or self.fusion.config.mode, self.adapter_names)
+        device = next(self.backbone.parameters()).device
+        self.fusion = Fusion(config, self.hidden_size).to(device)
+
+    # ------------------------------------------------------------------------------------------------- forward
+    def train(self, mode: bool = True) -> "KAdapterModel":
+        super().train(mode)
+        self.backbone.eval()  # the backbone is frozen: its dropout stays off
+        return self
+
+    def backbone_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None
+    ) -> BackboneFeatures:
+        """The frozen backbone's hidden states at every tap in use, computed without an autograd graph."""
+        return extract_features(self.backbone, input_ids, attention_mask, token_type_ids, self.tap_layers)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        features: BackboneFeatures | None = None,
+    ) -> KAdapterOutput:
+        """Token ids, or backbone features computed earlier (e.g. from the feature cache)."""
+        if features is None:
+            if input_ids is None:
+                raise ValueError("give input_ids or precomputed backbone features")
+            features = self.backbone_features(input_ids, attention_mask, token_type_ids)
+        missing = set(self.tap_layers) - set(features.hidden_states)
+        if missing:
+            raise ValueError(f"the features lack hidden states {sorted(missing)} that the adapters tap")
+        states = {
+            name: adapter(features.hidden_states, features.attention_mask) for name, adapter in self.adapters.items()
+        }
+        fused = self.fusion(features.last_hidden_state, states)
+        return KAdapterOutput(fused, features.last_hidden_state, states, features.attention_mask)
+
+    # ------------------------------------------------------------------------------------------- introspection
+    def parameter_table(self) -> list[dict]:
+        """One row per top-level module: parameter count and how many are trainable."""
+        rows = [("backbone", self.backbone)] + [(f"adapter:{n}", a) for n, a in self.adapters.items()]
+        rows.append((f"fusion ({self.fusion.config.mode})", self.fusion))
+        return [
+            {
+                "module": name,
+                "parameters": sum(p.numel() for p in module.parameters()),
+                "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+            }
+            for name, module in rows
+        ]
+
+    # ---------------------------------------------------------------------------------------------- save/load
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """kadapter_config.json, one self-describing directory per adapter, and the fusion weights."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, adapter in self.adapters.items():
+            adapter.save_pretrained(directory / "adapters" / name)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.fusion.state_dict().items()}
+        save_file(state, str(directory / FUSION_WEIGHTS_NAME))
+        write_json(directory / MODEL_CONFIG_NAME, {
+            "kadapter_version": __version__,
+            "backbone": self.identity.to_dict(),
+            "fusion": self.fusion.config.mode,
+            "adapters": self.adapter_names,
+        })
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, backbone: PreTrainedModel | str | None = None, tokenizer=None
+    ) -> "KAdapterModel":
+        """Rebuild a saved model; the backbone defaults to the saved name/path and must match its fingerprint."""
+        directory = Path(directory)
+        payload = json.loads((directory / MODEL_CONFIG_NAME).read_text())
+        if backbone is None or isinstance(backbone, str):
+            backbone, tokenizer = load_backbone(backbone or payload["backbone"]["name_or_path"])
+        model = cls(backbone, fusion=payload["fusion"], tokenizer=tokenizer)
+        diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
+        if diff:
+            raise ValueError(f"{directory} was saved with a different backbone:\n  " + "\n  ".join(diff))
+        for name in payload["adapters"]:
+            model.add_adapter(name, directory / "adapters" / name)
+        weights = directory / FUSION_WEIGHTS_NAME
+        load_state_strict(model.fusion, load_file(str(weights)), weights)
+        return model
+
+
+def random_backbone(model_type: str = "bert", **overrides) -> PreTrainedModel:
+    """A randomly initialised encoder from a config (no download): for shapes, parameter counts and speed."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type, **overrides)
+    return AutoModel.from_config(config)
