@@ -1,0 +1,382 @@
+"""Aligning knowledge-base triples with text, T-REx style, and the sentence-level record they produce.
+
+The factual adapter learns from sentences in which a Wikidata fact is expressed. T-REx found them by linking entity
+mentions in Wikipedia text to Wikidata and keeping every sentence that holds both entities of a triple. This module
+does the same with plain string matching, so that every step can be read and measured:
+
+1. :func:`simple_tokenize` splits raw text into word-level tokens (used wherever text comes untokenised).
+2. :class:`SurfaceMatcher` finds mentions of entities (by label and aliases) in tokenised sentences. It compares
+   runs of whole tokens with whitespace removed (:func:`squash`), so ``"U.S."`` matches the token ``U.S.`` as well
+   as the tokens ``U . S .``, ``"Convention People's Party"`` matches ``Convention People 's Party``, and a
+   mention may end before a possessive inside a token (``Schneider's``). Exact case wins; a case-insensitive match is taken only where case carries no
+   signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Longest matches win and mentions never overlap.
+3. :func:`align_document` emits one record (see :data:`RECORD_FIELDS`) for every triple whose subject and object
+   are both mentioned in one sentence.
+4. :func:`evaluate_alignment` runs this on Re-DocRED, whose gold mention positions the aligner never sees, and
+   reports precision and recall.
+
+Record schema (shared by every relation-classification record in the project)::
+
+    {tokens: list[str], subj_start, subj_end, obj_start, obj_end: int (token indices, end exclusive),
+     relation: str, subj_id: str, obj_id: str, source: str}
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+RECORD_FIELDS = ("tokens", "subj_start", "subj_end", "obj_start", "obj_end", "relation", "subj_id", "obj_id",
+                 "source")
+SUBJ_MARKER, OBJ_MARKER = "@", "#"
+
+# ----------------------------------------------------------------------------------------------------------------
+# Records and entity markers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_record(tokens: Sequence[str], subj: tuple[int, int], obj: tuple[int, int], relation: str, subj_id: str,
+                obj_id: str, source: str) -> dict:
+    """A record in the project's schema; raises ``ValueError`` on empty or overlapping spans."""
+    check_spans(len(tokens), subj, obj)
+    return {"tokens": list(tokens), "subj_start": subj[0], "subj_end": subj[1], "obj_start": obj[0],
+            "obj_end": obj[1], "relation": relation, "subj_id": subj_id, "obj_id": obj_id, "source": source}
+
+
+def check_spans(n_tokens: int, subj: tuple[int, int], obj: tuple[int, int]) -> None:
+    """Spans must be non-empty, inside the sentence and disjoint (end exclusive)."""
+    for name, (start, end) in (("subject", subj), ("object", obj)):
+        if not 0 <= start < end <= n_tokens:
+            raise ValueError(f"{name} span [{start}, {end}) is empty or outside a sentence of {n_tokens} tokens")
+    if subj[0] < obj[1] and obj[0] < subj[1]:
+        raise ValueError(f"subject span {list(subj)} overlaps object span {list(obj)}")
+
+
+def insert_markers(tokens: Sequence[str], subj_start: int, subj_end: int, obj_start: int,
+                   obj_end: int) -> tuple[list[str], int, int]:
+    """The paper's marked sentence ``… @ subject @ … # object # …`` at word level.
+
+    Works whichever entity comes first. Returns the marked tokens and the indices of the opening ``@`` and ``#``
+    (the positions whose encodings a relation head reads).
+    """
+    check_spans(len(tokens), (subj_start, subj_end), (obj_start, obj_end))
+    opening = {subj_start: SUBJ_MARKER, obj_start: OBJ_MARKER}
+    closing = {subj_end: SUBJ_MARKER, obj_end: OBJ_MARKER}
+    marked: list[str] = []
+    where: dict[str, int] = {}
+    for i in range(len(tokens) + 1):
+        if i in closing:  # close before opening: "@ a @ # b #" when the spans touch
+            marked.append(closing[i])
+        if i in opening:
+            where[opening[i]] = len(marked)
+            marked.append(opening[i])
+        if i < len(tokens):
+            marked.append(tokens[i])
+    return marked, where[SUBJ_MARKER], where[OBJ_MARKER]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenisation and surface forms
+# ----------------------------------------------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(
+    r"(?:[^\W\d_]\.){2,}"        # abbreviations kept whole: U.S., e.g.
+    r"|\d+(?:[.,:]\d+)+"         # numbers with separators: 1,000  3.5  10:30
+    r"|['’][sS]\b"               # possessive clitic: 's
+    r"|\w+"                      # words and plain numbers (1960s stays whole)
+    r"|[^\w\s]",                 # any other character on its own: punctuation, brackets, hyphens
+    re.UNICODE,
+)
+# Quote and apostrophe variants that tokenisers and Wikipedia spell differently.
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "`": "'", "“": '"', "”": '"'})
+_WHITESPACE = re.compile(r"\s+")
+
+
+def simple_tokenize(text: str) -> list[str]:
+    """Word-level tokens: words, numbers, abbreviations like ``U.S.``, possessive ``'s`` and single punctuation."""
+    return _TOKEN_RE.findall(text)
+
+
+def squash(text: str) -> str:
+    """A string with whitespace removed and quotes unified: what two tokenisations of one name have in common.
+
+    ``"U.S."``, ``U . S .``, ``"$856m"``, ``$ 856 m`` and ``Gon na`` (for "Gonna") all compare equal to their
+    untokenised form, so matching on squashed token runs is independent of how either side was tokenised.
+    """
+    return _WHITESPACE.sub("", text.translate(_QUOTES)).replace("''", '"')
+
+
+def surface_key(text_or_tokens: str | Sequence[str]) -> str:
+    """A case-folded :func:`squash` key for comparing names across sources (``"U.S."`` == ``["u", ".", "s", "."]``)."""
+    text = text_or_tokens if isinstance(text_or_tokens, str) else "".join(text_or_tokens)
+    return squash(text).casefold()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Mention matching
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A knowledge-base entity: an id (a Wikidata QID or a document-local id), a label and aliases."""
+
+    id: str
+    label: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def surfaces(self) -> tuple[str, ...]:
+        return (self.label, *self.aliases)
+
+
+@dataclass(frozen=True)
+class Triple:
+    relation: str
+    subj_id: str
+    obj_id: str
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A found span ``[start, end)`` of sentence ``sent_id`` that names every entity in ``entity_ids``."""
+
+    sent_id: int
+    start: int
+    end: int
+    entity_ids: tuple[str, ...]
+    exact_case: bool
+
+
+def _possessive_base(token: str) -> str | None:
+    """``Schneider's`` -> ``Schneider`` (a mention may end inside a token before a possessive), else None."""
+    for tail in ("'s", "'S", "'"):
+        if token.endswith(tail) and len(token) > len(tail):
+            return token[: -len(tail)]
+    return None
+
+
+class SurfaceMatcher:
+    """Finds mentions of a fixed set of entities in tokenised sentences by their labels and aliases."""
+
+    def __init__(self, entities: Iterable[Entity], *, case_insensitive: bool = True):
+        self.case_insensitive = case_insensitive
+        self.exact: dict[str, set[str]] = defaultdict(set)
+        self.folded: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for entity in entities:
+            for surface in entity.surfaces:
+                key = squash(surface)
+                if key:
+                    self.exact[key].add(entity.id)
+                    self.folded[key.casefold()][surface].add(entity.id)
+        self.max_chars = max((len(k) for k in self.exact), default=0)
+
+    @staticmethod
+    def case_insensitive_ok(surface: str, text: str) -> bool:
+        """May ``surface`` name ``text`` when they differ only in case?
+
+        Yes when capitalisation carries no signal: "the Beatles" for "The Beatles", "PARIS" for "Paris". No for short
+        all-capital acronyms ("US" is not "us", "WHO" not "who") and no when a capitalised name would match
+        all-lower-case text ("apple" is not "Apple", "american" not "American").
+        """
+        letters = [c for c in surface if c.isalpha()]
+        if letters and all(c.isupper() for c in letters) and len(letters) <= 5:
+            return False
+        surface_has_capitals = any(c.isupper() for c in surface)
+        text_has_capitals = any(c.isupper() for c in text)
+        return text_has_capitals or not surface_has_capitals
+
+    def find(self, tokens: Sequence[str], sent_id: int = 0) -> list[Mention]:
+        """Non-overlapping mentions in one sentence, longest first, exact case before case-insensitive."""
+        squashed = [squash(t) for t in tokens]
+        candidates = []  # (characters, exact, start token, end token, entity ids)
+        for start, first in enumerate(squashed):
+            if not first:
+                continue  # a whitespace token never starts a mention
+            text = ""
+            for last in range(start, len(tokens)):
+                if not squashed[last]:
+                    continue  # nor ends one
+                base = _possessive_base(squashed[last])
+                for key in ([text + squashed[last]] + ([text + base] if base else [])):
+                    found = self._lookup(key, tokens[start:last + 1])
+                    if found:
+                        exact, ids = found
+                        candidates.append((len(key), exact, start, last + 1, ids))
+                        break
+                text += squashed[last]
+                if len(text) >= self.max_chars:
+                    break
+        candidates.sort(key=lambda c: (-c[0], not c[1], c[2]))
+        taken = [False] * len(tokens)
+        mentions = []
+        for _, exact, start, end, ids in candidates:
+            if any(taken[start:end]):
+                continue
+            taken[start:end] = [True] * (end - start)
+            mentions.append(Mention(sent_id, start, end, ids, exact))
+        return sorted(mentions, key=lambda m: m.start)
+
+    def _lookup(self, key: str, span: Sequence[str]) -> tuple[bool, tuple[str, ...]] | None:
+        """(exact case?, entity ids) for a squashed span, or None."""
+        if key in self.exact:
+            return True, tuple(sorted(self.exact[key]))
+        if self.case_insensitive:
+            ids = self._case_insensitive_ids(key, " ".join(span))
+            if ids:
+                return False, ids
+        return None
+
+    def _case_insensitive_ids(self, key: str, text: str) -> tuple[str, ...]:
+        by_surface = self.folded.get(key.casefold())
+        if not by_surface:
+            return ()
+        ids = {i for surface, found in by_surface.items() if self.case_insensitive_ok(surface, text) for i in found}
+        return tuple(sorted(ids))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The aligner
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Alignment:
+    """What the aligner found in one document: the records, the sentence each came from, and all mentions."""
+
+    records: list[dict] = field(default_factory=list)
+    record_sentences: list[int] = field(default_factory=list)
+    mentions: list[Mention] = field(default_factory=list)
+
+
+def align_document(sentences: Sequence[Sequence[str]], matcher: SurfaceMatcher, triples: Iterable[Triple],
+                   source: str) -> Alignment:
+    """Sentence-level records for every triple whose subject and object are both mentioned in one sentence.
+
+    When a sentence mentions an entity more than once, the closest subject–object pair is used. A span that names
+    both the subject and the object (an ambiguous surface) is never used for both.
+    """
+    by_subject: dict[str, list[Triple]] = defaultdict(list)
+    for triple in triples:
+        if triple.subj_id != triple.obj_id:
+            by_subject[triple.subj_id].append(triple)
+    found = Alignment()
+    for sent_id, tokens in enumerate(sentences):
+        mentions = matcher.find(tokens, sent_id)
+        found.mentions.extend(mentions)
+        spans_of: dict[str, list[Mention]] = defaultdict(list)
+        for m in mentions:
+            for entity_id in m.entity_ids:
+                spans_of[entity_id].append(m)
+        for subj_id in [e for e in spans_of if e in by_subject]:
+            for triple in by_subject[subj_id]:
+                pair = _closest_pair(spans_of[subj_id], spans_of.get(triple.obj_id, []))
+                if pair is not None:
+                    s, o = pair
+                    found.records.append(make_record(tokens, (s.start, s.end), (o.start, o.end), triple.relation,
+                                                     triple.subj_id, triple.obj_id, source))
+                    found.record_sentences.append(sent_id)
+    return found
+
+
+def _closest_pair(subj: list[Mention], obj: list[Mention]) -> tuple[Mention, Mention] | None:
+    pairs = [(max(s.start, o.start) - min(s.end, o.end), s.start, o.start, s, o)
+             for s in subj for o in obj if s is not o]
+    if not pairs:
+        return None
+    _, _, _, s, o = min(pairs, key=lambda p: p[:3])
+    return s, o
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Re-DocRED: alignment without gold positions, scored against them
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def redocred_entity_id(source: str, doc_index: int, entity_index: int) -> str:
+    """Re-DocRED has no Wikidata ids; entities get document-local ids like ``redocred_dev:12:E3``."""
+    return f"{source}:{doc_index}:E{entity_index}"
+
+
+def redocred_kb(doc: dict, doc_index: int, source: str,
+                use_aliases: bool = True) -> tuple[list[Entity], list[Triple]]:
+    """The knowledge-base side of a Re-DocRED document: entities named by the distinct surface names of their
+    mentions (the first as label, the rest as aliases unless ``use_aliases=False``) and the document's labelled
+    triples. No positions."""
+    entities = []
+    for e, mentions in enumerate(doc["vertexSet"]):
+        names = list(dict.fromkeys(m["name"] for m in mentions))
+        aliases = tuple(names[1:]) if use_aliases else ()
+        entities.append(Entity(redocred_entity_id(source, doc_index, e), names[0], aliases))
+    triples = [Triple(label["r"], entities[label["h"]].id, entities[label["t"]].id) for label in doc["labels"]]
+    return entities, triples
+
+
+def align_redocred(docs: Sequence[dict], source: str = "redocred_aligned", case_insensitive: bool = True,
+                   use_aliases: bool = True) -> list[Alignment]:
+    """Align every Re-DocRED document with its own triples (entity names only, never the gold positions)."""
+    alignments = []
+    for d, doc in enumerate(docs):
+        entities, triples = redocred_kb(doc, d, source, use_aliases)
+        matcher = SurfaceMatcher(entities, case_insensitive=case_insensitive)
+        alignments.append(align_document(doc["sents"], matcher, triples, source))
+    return alignments
+
+
+def _prf(true_positives: int, n_predicted: int, n_gold: int) -> dict:
+    precision = true_positives / n_predicted if n_predicted else 0.0
+    recall = true_positives / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"true_positives": true_positives, "predicted": n_predicted, "gold": n_gold, "precision": precision,
+            "recall": recall, "f1": f1}
+
+
+def gold_intra_sentence_facts(doc: dict) -> set[tuple[int, str, int, int]]:
+    """``(sent_id, relation, head, tail)`` for every labelled fact whose head and tail share a sentence."""
+    sents_of = [{m["sent_id"] for m in mentions} for mentions in doc["vertexSet"]]
+    return {(s, label["r"], label["h"], label["t"]) for label in doc["labels"]
+            for s in sents_of[label["h"]] & sents_of[label["t"]]}
+
+
+def evaluate_alignment(docs: Sequence[dict], source: str = "redocred_aligned", case_insensitive: bool = True,
+                       use_aliases: bool = True) -> dict:
+    """Align Re-DocRED documents from names and triples only, and score against the gold mention positions.
+
+    - **mention level**: a found mention is a (document, entity, sentence, start, end) tuple; a span linked to
+      several entities (an ambiguous name) counts once per entity. Precision = found tuples that are gold mentions
+      / found tuples; recall = gold mentions found exactly (same span, same entity) / gold mentions.
+    - **example level**: an emitted example is (document, sentence, relation, head, tail). Gold examples are the
+      labelled facts whose head and tail have gold mentions in one sentence, once per such sentence (Re-DocRED
+      dev: 7,982 facts in 8,614 sentence examples). Precision = emitted examples that are gold / emitted; recall =
+      gold examples emitted / gold.
+
+    Every gold surface name is among the entity's aliases, so misses come from the matching rules (nested gold
+    mentions lose to the longest match, case rules) and false hits from names that recur unannotated.
+    ``use_aliases=False`` (one name per entity) shows how much the aliases matter.
+    """
+    started = time.perf_counter()
+    alignments = align_redocred(docs, source, case_insensitive, use_aliases)
+    seconds = time.perf_counter() - started
+
+    found_mentions, gold_mentions, found_examples, gold_examples = set(), set(), set(), set()
+    for d, (doc, found) in enumerate(zip(docs, alignments)):
+        entity_index = {redocred_entity_id(source, d, e): e for e in range(len(doc["vertexSet"]))}
+        found_mentions.update((d, entity_index[i], m.sent_id, m.start, m.end)
+                              for m in found.mentions for i in m.entity_ids)
+        gold_mentions.update((d, e, m["sent_id"], m["pos"][0], m["pos"][1])
+                             for e, ms in enumerate(doc["vertexSet"]) for m in ms)
+        found_examples.update((d, s, r["relation"], entity_index[r["subj_id"]], entity_index[r["obj_id"]])
+                              for r, s in zip(found.records, found.record_sentences))
+        gold_examples.update((d, *fact) for fact in gold_intra_sentence_facts(doc))
+    all_mentions = [m for found in alignments for m in found.mentions]
+    return {
+        "documents": len(docs),
+        "sentences": sum(len(doc["sents"]) for doc in docs),
+        "examples_emitted": sum(len(found.records) for found in alignments),
+        "mention": _prf(len(found_mentions & gold_mentions), len(found_mentions), len(gold_mentions)),
+        "example": _prf(len(found_examples & gold_examples), len(found_examples), len(gold_examples)),
+        "exact_case_share": sum(m.exact_case for m in all_mentions) / max(1, len(all_mentions)),
+        "alignment_seconds": seconds,
+    }
