@@ -1,0 +1,157 @@
+"""The main job: run the notebooks in order, headless with papermill, into a fresh run folder.
+
+    python -m kadapter.pipeline --profile smoke            # sized for a 2-core CPU machine
+    python -m kadapter.pipeline --profile paper            # the paper's settings: RoBERTa-large on a GPU
+    python -m kadapter.pipeline --resume runs/smoke-...    # finish a run that stopped, skipping finished stages
+
+A run folder holds each executed notebook, `parameters.json` (what every stage was given), every stage's own output
+folder, and `summary.json` (status, duration and the `results.json` each stage wrote).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # also the notebook's file stem
+    notebook: str
+
+
+# In order: each stage may read what earlier stages wrote ("{run}" is replaced by the run folder).
+STAGES = [
+    Stage("00_quickstart", "00_quickstart.ipynb"),
+]
+
+# Parameters per profile and stage. `output_dir` is always set by the pipeline.
+PROFILES: dict[str, dict[str, dict]] = {
+    "smoke": {
+        "00_quickstart": {"backbone": None, "adapter_hidden_size": 128, "adapter_heads": 4,
+                          "adapter_intermediate_size": 256, "device": "cpu"},
+    },
+    "paper": {
+        "00_quickstart": {"backbone": "roberta-large", "adapter_hidden_size": 768, "adapter_heads": 12,
+                          "adapter_intermediate_size": 3072, "device": "cuda"},
+    },
+}
+
+
+def _fill(value, run_dir: Path):
+    """Replace "{run}" in string parameters so a stage can point at an earlier stage's outputs."""
+    if isinstance(value, str):
+        return value.replace("{run}", str(run_dir))
+    if isinstance(value, list):
+        return [_fill(v, run_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, run_dir) for k, v in value.items()}
+    return value
+
+
+def stage_parameters(profile: str, stage: Stage, run_dir: Path) -> dict:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    params = _fill(dict(PROFILES[profile].get(stage.name, {})), run_dir)
+    params["output_dir"] = str(run_dir / stage.name)
+    return params
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written summary
+
+
+def run_pipeline(
+    profile: str = "smoke",
+    run_dir: str | Path | None = None,
+    only: list[str] | None = None,
+    resume: bool = False,
+    kernel_name: str = "python3",
+) -> dict:
+    """Execute the stages; returns the summary (also written to `run_dir/summary.json`)."""
+    import papermill
+
+    stages = [s for s in STAGES if not only or s.name in only]
+    unknown = set(only or []) - {s.name for s in STAGES}
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
+    run_dir = Path(run_dir or REPO_ROOT / "runs" / f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if resume and summary_path.exists() else {}
+    summary.update({"profile": profile, "run_dir": str(run_dir)})
+    summary.setdefault("stages", {})
+    parameters = {s.name: stage_parameters(profile, s, run_dir) for s in stages}
+    _write_json(run_dir / "parameters.json", parameters)
+
+    for stage in stages:
+        if resume and summary["stages"].get(stage.name, {}).get("status") == "ok":
+            print(f"[pipeline] {stage.name}: already done, skipped")
+            continue
+        params = parameters[stage.name]
+        Path(params["output_dir"]).mkdir(parents=True, exist_ok=True)
+        print(f"[pipeline] {stage.name}: running with {params}", flush=True)
+        start = time.perf_counter()
+        record = {"notebook": stage.notebook, "executed": str(run_dir / stage.notebook)}
+        try:
+            papermill.execute_notebook(
+                str(NOTEBOOKS / stage.notebook), str(run_dir / stage.notebook), parameters=params,
+                kernel_name=kernel_name, cwd=str(NOTEBOOKS), progress_bar=False,
+            )
+            record["status"] = "ok"
+        except Exception as err:  # recorded, then the run stops: later stages depend on this one
+            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000])
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        results = Path(params["output_dir"]) / "results.json"
+        if results.exists():
+            record["results"] = json.loads(results.read_text())
+        summary["stages"][stage.name] = record
+        _write_json(summary_path, summary)
+        print(f"[pipeline] {stage.name}: {record['status']} in {record['seconds']} s", flush=True)
+        if record["status"] != "ok":
+            summary["status"] = "failed"
+            _write_json(summary_path, summary)
+            return summary
+    summary["status"] = "ok"
+    _write_json(summary_path, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
+    parser.add_argument("--run-dir", help="where to write (default: runs/<profile>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run, skipping finished stages")
+    parser.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_pipeline(args.profile, args.resume or args.run_dir, args.only, resume=bool(args.resume))
+    except ValueError as err:
+        parser.error(str(err))
+    print(json.dumps({k: v for k, v in summary.items() if k != "stages"}
+                     | {"stages": {n: s["status"] for n, s in summary["stages"].items()}}, indent=2))
+    if summary["status"] != "ok":
+        failed = [n for n, s in summary["stages"].items() if s["status"] != "ok"]
+        print(f"[pipeline] failed at {failed}; see {summary['run_dir']}/summary.json", file=sys.stderr)
+        for name in failed:
+            print(summary["stages"][name].get("error", ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # pragma: no cover
+        traceback.print_exc()
+        sys.exit(130)
