@@ -103,19 +103,21 @@ class BackboneFeatures:
         )
 
 
-@torch.no_grad()
 def extract_features(
     backbone: PreTrainedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     token_type_ids: torch.Tensor | None = None,
     layers: tuple[int, ...] | list[int] = (),
+    grad: bool = False,
 ) -> BackboneFeatures:
-    """Run the frozen backbone once (no autograd graph kept) and keep the requested hidden states."""
+    """Run the backbone and keep the requested hidden states. A frozen backbone (`grad=False`) keeps no autograd
+    graph, so no activations are stored for it."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-    out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
     return BackboneFeatures(
         hidden_states={int(i): out.hidden_states[i] for i in layers},
         last_hidden_state=out.last_hidden_state,

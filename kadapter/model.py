@@ -34,6 +34,9 @@ class KAdapterModel(nn.Module):
     Adapters are independent plug-ins: each one only sees the backbone, never another adapter, so an adapter
     trained alone can be loaded next to others. The fusion depends on the set of adapters and is rebuilt (freshly
     initialised) whenever that set changes.
+
+    The paper's downstream recipe also fine-tunes the backbone: `set_backbone_trainable(True)` allows that. The
+    model's `identity` stays the pre-trained backbone's, since that is what the adapters were trained against.
     """
 
     def __init__(
@@ -42,11 +45,14 @@ class KAdapterModel(nn.Module):
         adapters: dict[str, KnowledgeAdapter | AdapterConfig | str | Path] | None = None,
         fusion: str = "concat",
         tokenizer=None,
+        identity: BackboneIdentity | None = None,
     ):
         super().__init__()
         self.backbone = freeze(backbone)
+        self.backbone_trainable = False
         self.tokenizer = tokenizer
-        self.identity: BackboneIdentity = backbone_identity(backbone)
+        # `identity` is given when the backbone was fine-tuned after the adapters were trained (see from_pretrained).
+        self.identity: BackboneIdentity = identity or backbone_identity(backbone)
         self.adapters = nn.ModuleDict()
         self.fusion = Fusion(FusionConfig(fusion, []), self.hidden_size)
         for name, adapter in (adapters or {}).items():
@@ -108,17 +114,26 @@ class KAdapterModel(nn.Module):
         device = next(self.backbone.parameters()).device
         self.fusion = Fusion(config, self.hidden_size).to(device)
 
+    def set_backbone_trainable(self, trainable: bool = True) -> None:
+        """Fine-tune the backbone too (the paper's downstream recipe), or freeze it again (the default)."""
+        self.backbone_trainable = trainable
+        self.backbone.requires_grad_(trainable)
+        self.backbone.train(trainable and self.training)
+
     # ------------------------------------------------------------------------------------------------- forward
     def train(self, mode: bool = True) -> "KAdapterModel":
         super().train(mode)
-        self.backbone.eval()  # the backbone is frozen: its dropout stays off
+        if not self.backbone_trainable:
+            self.backbone.eval()  # the backbone is frozen: its dropout stays off
         return self
 
     def backbone_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids=None
     ) -> BackboneFeatures:
-        """The frozen backbone's hidden states at every tap in use, computed without an autograd graph."""
-        return extract_features(self.backbone, input_ids, attention_mask, token_type_ids, self.tap_layers)
+        """The backbone's hidden states at every tap in use; without an autograd graph while it is frozen."""
+        return extract_features(
+            self.backbone, input_ids, attention_mask, token_type_ids, self.tap_layers, grad=self.backbone_trainable
+        )
 
     def forward(
         self,
@@ -162,6 +177,10 @@ class KAdapterModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         for name, adapter in self.adapters.items():
             adapter.save_pretrained(directory / "adapters" / name)
+        if self.backbone_trainable:  # a fine-tuned backbone is part of the model now
+            self.backbone.save_pretrained(directory / "backbone")
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(directory / "backbone")
         state = {k: v.detach().contiguous().cpu() for k, v in self.fusion.state_dict().items()}
         save_file(state, str(directory / FUSION_WEIGHTS_NAME))
         write_json(directory / MODEL_CONFIG_NAME, {
@@ -169,6 +188,7 @@ class KAdapterModel(nn.Module):
             "backbone": self.identity.to_dict(),
             "fusion": self.fusion.config.mode,
             "adapters": self.adapter_names,
+            "backbone_fine_tuned": self.backbone_trainable,
         })
         return directory
 
@@ -179,12 +199,22 @@ class KAdapterModel(nn.Module):
         """Rebuild a saved model; the backbone defaults to the saved name/path and must match its fingerprint."""
         directory = Path(directory)
         payload = json.loads((directory / MODEL_CONFIG_NAME).read_text())
-        if backbone is None or isinstance(backbone, str):
-            backbone, tokenizer = load_backbone(backbone or payload["backbone"]["name_or_path"])
-        model = cls(backbone, fusion=payload["fusion"], tokenizer=tokenizer)
-        diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
-        if diff:
-            raise ValueError(f"{directory} was saved with a different backbone:\n  " + "\n  ".join(diff))
+        saved = BackboneIdentity.from_dict(payload["backbone"])
+        if payload.get("backbone_fine_tuned"):
+            backbone, tokenizer = load_backbone(str(directory / "backbone"))
+            # The adapters belong to the pre-trained backbone this one was fine-tuned from: check shapes only.
+            shape_diff = [d for d in saved.differences(backbone_identity(backbone)) if "fingerprint" not in d]
+            if shape_diff:
+                raise ValueError(f"{directory / 'backbone'} does not match:\n  " + "\n  ".join(shape_diff))
+            model = cls(backbone, fusion=payload["fusion"], tokenizer=tokenizer, identity=saved)
+            model.set_backbone_trainable(True)
+        else:
+            if backbone is None or isinstance(backbone, str):
+                backbone, tokenizer = load_backbone(backbone or saved.name_or_path)
+            model = cls(backbone, fusion=payload["fusion"], tokenizer=tokenizer)
+            diff = saved.differences(model.identity)
+            if diff:
+                raise ValueError(f"{directory} was saved with a different backbone:\n  " + "\n  ".join(diff))
         for name in payload["adapters"]:
             model.add_adapter(name, directory / "adapters" / name)
         weights = directory / FUSION_WEIGHTS_NAME

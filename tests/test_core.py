@@ -227,3 +227,29 @@ def test_missing_or_extra_tensor_is_named(minilm, tmp_path):
         KAdapterModel(backbone, {"factual": directory})
     assert dropped in str(err.value) and "adapter_layers.9.bonus" in str(err.value)
     assert "adapter.safetensors" in str(err.value)
+
+
+def test_trainable_backbone_setting_fine_tunes_and_round_trips(minilm_path, tmp_path):
+    from kadapter import load_backbone
+
+    backbone, tokenizer = load_backbone(minilm_path)
+    model = two_adapter_model(backbone, tokenizer)
+    original = model.identity
+    model.set_backbone_trainable(True)
+    model.train()
+    assert model.backbone.training and all(p.requires_grad for p in model.backbone.parameters())
+    batch = real_batch(tokenizer)
+    before = model.backbone.embeddings.word_embeddings.weight.clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model(**batch).last_hidden_state.pow(2).mean().backward()
+    optimizer.step()
+    assert not torch.equal(before, model.backbone.embeddings.word_embeddings.weight)
+
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch).last_hidden_state
+    model.save_pretrained(tmp_path / "ft")
+    reloaded = KAdapterModel.from_pretrained(tmp_path / "ft").eval()
+    assert reloaded.identity == original, "adapters still belong to the pre-trained backbone"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).last_hidden_state, expected)
