@@ -91,7 +91,6 @@ _TOKEN_RE = re.compile(
 )
 # Quote and apostrophe variants that tokenisers and Wikipedia spell differently.
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "`": "'", "“": '"', "”": '"'})
-_WHITESPACE = re.compile(r"\s+")
 
 
 def simple_tokenize(text: str) -> list[str]:
@@ -105,7 +104,7 @@ def squash(text: str) -> str:
     ``"U.S."``, ``U . S .``, ``"$856m"``, ``$ 856 m`` and ``Gon na`` (for "Gonna") all compare equal to their
     untokenised form, so matching on squashed token runs is independent of how either side was tokenised.
     """
-    return _WHITESPACE.sub("", text.translate(_QUOTES)).replace("''", '"')
+    return "".join(text.translate(_QUOTES).split()).replace("''", '"')
 
 
 def surface_key(text_or_tokens: str | Sequence[str]) -> str:
@@ -171,7 +170,8 @@ class SurfaceMatcher:
                 if key:
                     self.exact[key].add(entity.id)
                     self.folded[key.casefold()][surface].add(entity.id)
-        self.max_chars = max((len(k) for k in self.exact), default=0)
+        # Every case-folded prefix of a key: a run of tokens that is not one cannot grow into a match.
+        self.prefixes = {key[:i] for key in self.folded for i in range(1, len(key) + 1)}
 
     @staticmethod
     def case_insensitive_ok(surface: str, text: str) -> bool:
@@ -193,21 +193,23 @@ class SurfaceMatcher:
         squashed = [squash(t) for t in tokens]
         candidates = []  # (characters, exact, start token, end token, entity ids)
         for start, first in enumerate(squashed):
-            if not first:
+            if not first or first[0].casefold() not in self.prefixes:
                 continue  # a whitespace token never starts a mention
             text = ""
             for last in range(start, len(tokens)):
                 if not squashed[last]:
                     continue  # nor ends one
-                base = _possessive_base(squashed[last])
-                for key in ([text + squashed[last]] + ([text + base] if base else [])):
-                    found = self._lookup(key, tokens[start:last + 1])
-                    if found:
-                        exact, ids = found
-                        candidates.append((len(key), exact, start, last + 1, ids))
-                        break
+                key = text + squashed[last]
+                found = self._lookup(key, tokens[start:last + 1])
+                if not found and key[-1] in "'sS":
+                    base = _possessive_base(squashed[last])
+                    key = text + base if base else ""
+                    found = self._lookup(key, tokens[start:last + 1]) if key else None
+                if found:
+                    exact, ids = found
+                    candidates.append((len(key), exact, start, last + 1, ids))
                 text += squashed[last]
-                if len(text) >= self.max_chars:
+                if text.casefold() not in self.prefixes:
                     break
         candidates.sort(key=lambda c: (-c[0], not c[1], c[2]))
         taken = [False] * len(tokens)
@@ -221,6 +223,8 @@ class SurfaceMatcher:
 
     def _lookup(self, key: str, span: Sequence[str]) -> tuple[bool, tuple[str, ...]] | None:
         """(exact case?, entity ids) for a squashed span, or None."""
+        if key.casefold() not in self.folded:
+            return None
         if key in self.exact:
             return True, tuple(sorted(self.exact[key]))
         if self.case_insensitive:
@@ -295,12 +299,12 @@ def _closest_pair(subj: list[Mention], obj: list[Mention]) -> tuple[Mention, Men
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def redocred_entity_id(source: str, doc_index: int, entity_index: int) -> str:
+def redocred_entity_id(prefix: str, doc_index: int, entity_index: int) -> str:
     """Re-DocRED has no Wikidata ids; entities get document-local ids like ``redocred_dev:12:E3``."""
-    return f"{source}:{doc_index}:E{entity_index}"
+    return f"{prefix}:{doc_index}:E{entity_index}"
 
 
-def redocred_kb(doc: dict, doc_index: int, source: str,
+def redocred_kb(doc: dict, doc_index: int, id_prefix: str,
                 use_aliases: bool = True) -> tuple[list[Entity], list[Triple]]:
     """The knowledge-base side of a Re-DocRED document: entities named by the distinct surface names of their
     mentions (the first as label, the rest as aliases unless ``use_aliases=False``) and the document's labelled
@@ -309,17 +313,18 @@ def redocred_kb(doc: dict, doc_index: int, source: str,
     for e, mentions in enumerate(doc["vertexSet"]):
         names = list(dict.fromkeys(m["name"] for m in mentions))
         aliases = tuple(names[1:]) if use_aliases else ()
-        entities.append(Entity(redocred_entity_id(source, doc_index, e), names[0], aliases))
+        entities.append(Entity(redocred_entity_id(id_prefix, doc_index, e), names[0], aliases))
     triples = [Triple(label["r"], entities[label["h"]].id, entities[label["t"]].id) for label in doc["labels"]]
     return entities, triples
 
 
 def align_redocred(docs: Sequence[dict], source: str = "redocred_aligned", case_insensitive: bool = True,
-                   use_aliases: bool = True) -> list[Alignment]:
-    """Align every Re-DocRED document with its own triples (entity names only, never the gold positions)."""
+                   use_aliases: bool = True, id_prefix: str | None = None) -> list[Alignment]:
+    """Align every Re-DocRED document with its own triples (entity names only, never the gold positions).
+    Entity ids are :func:`redocred_entity_id` with ``id_prefix`` (default: ``source``)."""
     alignments = []
     for d, doc in enumerate(docs):
-        entities, triples = redocred_kb(doc, d, source, use_aliases)
+        entities, triples = redocred_kb(doc, d, id_prefix or source, use_aliases)
         matcher = SurfaceMatcher(entities, case_insensitive=case_insensitive)
         alignments.append(align_document(doc["sents"], matcher, triples, source))
     return alignments
