@@ -258,7 +258,7 @@ def spacy_uas(records: Dataset | Sequence[dict], *, nlp=None, one_sentence: bool
     :func:`attachment_scores` dict plus ``seconds`` (parsing time) and the model name.
     """
     nlp = nlp or load_spacy()
-    gold = list(records) if not isinstance(records, Dataset) else records.to_list()
+    gold = records.to_list() if isinstance(records, Dataset) else list(records)
     start = time.perf_counter()
     predicted, _ = parse_words([r["words"] for r in gold], ids=[r["id"] for r in gold], nlp=nlp,
                                one_sentence=one_sentence, batch_size=batch_size, show_progress=show_progress)

@@ -158,8 +158,9 @@ class _JsonScanner:
         try:
             value, self.pos = self._decoder.raw_decode(self.text, self.pos)
         except json.JSONDecodeError as error:
-            raise DataFormatError(self.path, error.lineno, None, f"malformed JSON: {error.msg} "
-                                                                 f"(column {error.colno})") from error
+            # name the line the broken record starts on; the decoder's position goes in the message
+            raise DataFormatError(self.path, line, None, f"malformed JSON: {error.msg} (at line {error.lineno}, "
+                                                         f"column {error.colno})") from error
         return line, value
 
     def array_items(self) -> Iterator[tuple[int, Any]]:
