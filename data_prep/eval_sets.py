@@ -59,10 +59,12 @@ class _Rejecter:
     def __init__(self, path: Path, report: SkipReport, strict: bool):
         self.path, self.report, self.strict = path, report, strict
 
-    def __call__(self, line: int, field: str | None, reason: str, detail: str = "") -> None:
+    def __call__(self, line: int, field: str | None, reason: str, detail: str = "", record: str = "") -> None:
         if self.strict:
-            raise DataFormatError(self.path, line, field, reason + (f": {detail}" if detail else ""))
-        self.report.skip(reason, f"{self.path.name}:{line}" + (f" ({field})" if field else ""))
+            raise DataFormatError(self.path, line, field, (f"{record}: " if record else "") + reason
+                                  + (f": {detail}" if detail else ""))
+        self.report.skip(reason, f"{self.path.name}:{line}" + (f" {record}" if record else "")
+                         + (f" ({field})" if field else ""))
 
 
 def _dataset(records: list[dict], features: Features) -> Dataset:
@@ -71,25 +73,32 @@ def _dataset(records: list[dict], features: Features) -> Dataset:
     return Dataset.from_list(records, features=features)
 
 
-def _get(record: Any, name: str, kind: type | tuple[type, ...], path: Path, line: int,
-         item_kind: type | None = None) -> Any:
-    """``record[name]``, checked to exist and to be of ``kind`` (lists: items of ``item_kind``)."""
-    if not isinstance(record, dict):
-        raise DataFormatError(path, line, None, f"expected a JSON object, found {type(record).__name__}")
-    if name not in record:
-        raise DataFormatError(path, line, name, "missing")
-    value = record[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int to Python, never to a data format.
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise DataFormatError(path, line, name, f"expected {'/'.join(k.__name__ for k in kinds)}, "
-                                                f"found {type(value).__name__} {value!r:.60}")
-    if item_kind is not None:
-        for i, item in enumerate(value):
+class _JsonRecord:
+    """A decoded JSON record with where it came from, so every complaint names file, line, record and field.
+
+    The real files are often one-line JSON arrays, where the line alone does not find a record: the message also
+    says which record (``record 17``)."""
+
+    def __init__(self, raw: Any, path: Path, line: int, label: str):
+        self.raw, self.path, self.line, self.label = raw, path, line, label
+        if not isinstance(raw, dict):
+            self.fail(None, f"expected a JSON object, found {type(raw).__name__}")
+
+    def fail(self, field: str | None, message: str):
+        raise DataFormatError(self.path, self.line, field, f"{self.label}: {message}")
+
+    def get(self, name: str, kind: type, item_kind: type | None = None) -> Any:
+        """``raw[name]``, checked to exist and to be a ``kind`` (for a list: of ``item_kind`` items)."""
+        if name not in self.raw:
+            self.fail(name, "missing")
+        value = self.raw[name]
+        # bool is an int to Python, never to a data format.
+        if isinstance(value, bool) or not isinstance(value, kind):
+            self.fail(name, f"expected {kind.__name__}, found {type(value).__name__} {value!r:.60}")
+        for i, item in enumerate(value if item_kind is not None else ()):
             if isinstance(item, bool) or not isinstance(item, item_kind):
-                raise DataFormatError(path, line, name, f"item {i} should be {item_kind.__name__}, "
-                                                        f"found {type(item).__name__} {item!r:.60}")
-    return value
+                self.fail(name, f"item {i} should be {item_kind.__name__}, found {type(item).__name__} {item!r:.60}")
+        return value
 
 
 def _span_problem(start: int, end: int, length: int) -> str | None:
@@ -220,19 +229,19 @@ def read_openentity(path: str | Path, *, label_set: Sequence[str] | None = None,
     reject = _Rejecter(path, report, strict)
     records = []
     for index, (line, raw) in enumerate(_json_records(path)):
-        text = _get(raw, "sent", str, path, line)
-        start, end = _get(raw, "start", int, path, line), _get(raw, "end", int, path, line)
-        labels = _get(raw, "labels", list, path, line, item_kind=str)
+        rec = _JsonRecord(raw, path, line, f"record {index}")
+        text, start, end = rec.get("sent", str), rec.get("start", int), rec.get("end", int)
+        labels = rec.get("labels", list, item_kind=str)
         if not text.strip():
-            reject(line, "sent", "empty text")
+            reject(line, "sent", "empty text", record=rec.label)
             continue
         problem = _span_problem(start, end, len(text)) or ("empty span" if not text[start:end].strip() else None)
         if problem:
-            reject(line, "start", problem, f"[{start}, {end}) in a text of {len(text)} characters")
+            reject(line, "start", problem, f"[{start}, {end}) in a text of {len(text)} characters", rec.label)
             continue
         unknown = [label for label in labels if allowed is not None and label not in allowed]
         if unknown:
-            reject(line, "labels", "label not in label set", ", ".join(unknown))
+            reject(line, "labels", "label not in label set", ", ".join(unknown), rec.label)
             continue
         records.append({"id": f"{path.stem}-{index}", "text": text, "span_start": start, "span_end": end,
                         "labels": labels})
@@ -261,27 +270,26 @@ def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None,
     report = SkipReport(source=str(path))
     reject = _Rejecter(path, report, strict)
     records = []
-    for line, raw in _json_records(path):
-        tokens = _get(raw, "token", list, path, line, item_kind=str)
-        record = {"id": _get(raw, "id", str, path, line), "tokens": [PTB_ESCAPES.get(t, t) for t in tokens],
-                  "relation": _get(raw, "relation", str, path, line),
-                  "subj_type": _get(raw, "subj_type", str, path, line),
-                  "obj_type": _get(raw, "obj_type", str, path, line)}
-        spans = {name: _get(raw, name, int, path, line)
-                 for name in ("subj_start", "subj_end", "obj_start", "obj_end")}
+    for index, (line, raw) in enumerate(_json_records(path)):
+        rec = _JsonRecord(raw, path, line, f"record {index}")
+        tokens = rec.get("token", list, item_kind=str)
+        record = {"id": rec.get("id", str), "tokens": [PTB_ESCAPES.get(t, t) for t in tokens],
+                  "relation": rec.get("relation", str), "subj_type": rec.get("subj_type", str),
+                  "obj_type": rec.get("obj_type", str)}
+        spans = {name: rec.get(name, int) for name in ("subj_start", "subj_end", "obj_start", "obj_end")}
         reversed_role = next((role for role in ("subj", "obj") if spans[f"{role}_end"] < spans[f"{role}_start"]),
                              None)
         if reversed_role:  # checked on TACRED's inclusive ends, before they become exclusive
-            reject(line, f"{reversed_role}_end", "reversed span")
+            reject(line, f"{reversed_role}_end", "reversed span", record=rec.label)
             continue
         record.update(subj_start=spans["subj_start"], subj_end=spans["subj_end"] + 1,
                       obj_start=spans["obj_start"], obj_end=spans["obj_end"] + 1)
         problem = _rc_problem(record)
         if problem:
-            reject(line, *problem)
+            reject(line, *problem, record=rec.label)
             continue
         if allowed is not None and record["relation"] not in allowed:
-            reject(line, "relation", "label not in label set", record["relation"])
+            reject(line, "relation", "label not in label set", record["relation"], rec.label)
             continue
         records.append(record)
         report.keep()
@@ -417,14 +425,13 @@ def load_semeval2010(split: str = "train", **kwargs) -> tuple[Dataset, SkipRepor
 # FewRel
 # --------------------------------------------------------------------------------------------------------------
 
-def _fewrel_entity(raw: dict, role: str, path: Path, line: int) -> tuple[str, str, list[int]]:
-    entity = _get(raw, role, list, path, line)
+def _fewrel_entity(rec: _JsonRecord, role: str) -> tuple[str, str, list[int]]:
+    entity = rec.get(role, list)
     if (len(entity) != 3 or not isinstance(entity[0], str) or not isinstance(entity[1], str)
             or not isinstance(entity[2], list) or not entity[2]
             or not all(isinstance(m, list) and m and all(isinstance(p, int) and not isinstance(p, bool) for p in m)
                        for m in entity[2])):
-        raise DataFormatError(path, line, role, "expected [name, id, [[token positions], ...]] with at least one "
-                                                f"mention, found {entity!r:.80}")
+        rec.fail(role, f"expected [name, id, [[token positions], ...]] with at least one mention, found {entity!r:.80}")
     # FewRel lists every mention of the entity; like FewRel's own code, the first one is the span.
     return entity[0], entity[1], entity[2][0]
 
@@ -449,19 +456,20 @@ def read_fewrel(path: str | Path, *, strict: bool = False) -> tuple[Dataset, Ski
             raise DataFormatError(path, key_line, "relation", f"expected a relation name, found {relation!r:.60}")
         scanner.expect(":")
         for k, (line, raw) in enumerate(scanner.array_items()):
-            tokens = _get(raw, "tokens", list, path, line, item_kind=str)
-            (h_name, h_id, h_pos), (t_name, t_id, t_pos) = (_fewrel_entity(raw, r, path, line) for r in "ht")
+            rec = _JsonRecord(raw, path, line, f"{relation} record {k}")
+            tokens = rec.get("tokens", list, item_kind=str)
+            (h_name, h_id, h_pos), (t_name, t_id, t_pos) = (_fewrel_entity(rec, role) for role in "ht")
             gap = next((role for role, pos in (("h", h_pos), ("t", t_pos))
                         if pos != list(range(pos[0], pos[0] + len(pos)))), None)
             if gap:
-                reject(line, gap, "non-contiguous span")
+                reject(line, gap, "non-contiguous span", record=rec.label)
                 continue
             record = {"id": f"{relation}-{k}", "tokens": tokens, "subj_start": h_pos[0], "subj_end": h_pos[-1] + 1,
                       "obj_start": t_pos[0], "obj_end": t_pos[-1] + 1, "relation": relation,
                       "subj_name": h_name, "subj_kb_id": h_id, "obj_name": t_name, "obj_kb_id": t_id}
             problem = _rc_problem(record)
             if problem:
-                reject(line, *problem)
+                reject(line, *problem, record=rec.label)
                 continue
             records.append(record)
             report.keep()

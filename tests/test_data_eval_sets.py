@@ -67,8 +67,8 @@ def test_openentity_broken_records_are_counted(tmp_path):
     assert len(dataset) == report.kept == 2
     assert report.skipped == {"reversed span": 1, "span outside the sentence": 1, "label not in label set": 1,
                               "empty text": 1, "empty span": 1}
-    assert report.examples["reversed span"] == ["train.json:3 (start)"]
-    _raises(lambda: read_openentity(path, strict=True), path, 3, "start")
+    assert report.examples["reversed span"] == ["train.json:3 record 1 (start)"]
+    assert "record 1: reversed span" in str(_raises(lambda: read_openentity(path, strict=True), path, 3, "start"))
 
 
 def test_openentity_malformed_files_raise(tmp_path):
@@ -84,6 +84,9 @@ def test_openentity_malformed_files_raise(tmp_path):
     _raises(lambda: read_openentity(path), path, 2, None)
     path = _write_lines(tmp_path / "t.json", ["[" + json.dumps(OE) + ","])  # array never closed
     _raises(lambda: read_openentity(path), path, 2, None)
+    # the real files are one-line arrays: the message also names the record
+    path = _write_lines(tmp_path / "t.json", [json.dumps([OE, OE, {**OE, "end": None}])])
+    assert "record 2: expected int" in str(_raises(lambda: read_openentity(path), path, 1, "end"))
 
 
 # ------------------------------------------------------------------------------------------------ TACRED
@@ -224,7 +227,7 @@ def test_fewrel_broken(tmp_path):
     assert dataset["id"] == ["P26-0"] and (dataset[0]["obj_start"], dataset[0]["obj_end"]) == (2, 4)
     assert report.skipped == {"non-contiguous span": 1, "subject and object spans overlap": 1,
                               "span outside the sentence": 1}
-    assert report.examples["non-contiguous span"] == ["val.json:4 (t)"]
+    assert report.examples["non-contiguous span"] == ["val.json:4 P26 record 1 (t)"]
     path = write({"P26": [FEW, {**FEW, "h": ["ann", "Q1", [0]]}]})  # positions not a list of lists
     _raises(lambda: read_fewrel(path), path, 4, "h")
     path = write({"P26": [FEW, FEW]}, raw=(3, json.dumps(FEW)[:30]))  # truncated line
