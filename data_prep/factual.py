@@ -1,0 +1,464 @@
+"""Factual-adapter data: aligned text–triple records from LAMA T-REx evidences, FewRel and Re-DocRED, and the
+pre-training set built from them with the paper's rules (drop P31, keep relations with at least 50 examples,
+de-duplicate, seeded train/dev split) while holding out the LAMA probe facts.
+
+Records follow :data:`data_prep.alignment.RECORD_FIELDS` (token spans, end exclusive). Sources and their names:
+
+============================  ===================================================================================
+``lama_trex_evidence``         LAMA T-REx evidence sentences, ``[MASK]`` put back to the object surface form
+``fewrel_val_wiki``            FewRel 1.0 val (11,200 human-verified sentences, 16 relations)
+``redocred_dev/test``          Re-DocRED facts whose head and tail share a sentence, at the gold mention positions
+``redocred_dev/test_aligned``  the same documents aligned by :mod:`data_prep.alignment` from names only
+============================  ===================================================================================
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from datasets import Dataset, DatasetDict, Features, Sequence as SequenceFeature, Value
+
+from .alignment import (Entity, SurfaceMatcher, align_redocred, gold_intra_sentence_facts,
+                        make_record, redocred_entity_id, simple_tokenize, surface_key)
+from .lama import MASK, check_field, load_relations, load_trex_evidence, load_trex_facts
+from .paths import data_path
+from .report import DataFormatError, SkipReport
+
+FEATURES = Features({
+    "tokens": SequenceFeature(Value("string")),
+    "subj_start": Value("int32"), "subj_end": Value("int32"),
+    "obj_start": Value("int32"), "obj_end": Value("int32"),
+    "relation": Value("string"), "subj_id": Value("string"), "obj_id": Value("string"), "source": Value("string"),
+})
+DEFAULT_SOURCES = ("lama_trex_evidence", "fewrel_val_wiki", "redocred_dev", "redocred_test")
+_QID = re.compile(r"Q\d+")
+
+
+def relation_names() -> dict[str, str]:
+    """Wikidata PID -> English name, from FewRel's ``pid2name.json``, DocRED's ``rel_info.json`` and LAMA."""
+    names = {pid: value[0] for pid, value in _read_json(data_path("fewrel", "pid2name.json")).items()}
+    names.update(_read_json(data_path("redocred", "rel_info.json")))
+    names.update({pid: info["label"] for pid, info in load_relations().items()})
+    return names
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DataFormatError(path, error.lineno, None, f"not valid JSON ({error.msg} at column {error.colno})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LAMA T-REx evidences
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def trex_evidence_examples(relations: Iterable[str] | None = None, limit: int | None = None,
+                           facts: Sequence[dict] | None = None,
+                           source: str = "lama_trex_evidence") -> tuple[list[dict], SkipReport]:
+    """One record per LAMA T-REx evidence sentence (``limit`` facts per relation, or the given ``facts``).
+
+    The object surface form goes back where ``[MASK]`` is; text is tokenised with
+    :func:`~data_prep.alignment.simple_tokenize` (the object separately, so its span is exact). The subject is
+    found by its surface form (else its label) with the aligner's matcher, outside the object, nearest to it.
+    Counted skips: no or several ``[MASK]``, empty object surface, subject not found.
+    """
+    if facts is None:
+        facts, _ = load_trex_evidence(relations, limit)
+    records, report = [], SkipReport(source)
+    for fact in facts:
+        for evidence in fact["evidences"]:
+            where = f"{fact['relation']} {fact['uuid']}"
+            record, reason = _evidence_record(fact, evidence, source)
+            if record is None:
+                report.skip(reason, where)
+            else:
+                records.append(record)
+                report.keep()
+    return records, report
+
+
+def _evidence_record(fact: dict, evidence: dict, source: str) -> tuple[dict | None, str]:
+    parts = evidence["masked_sentence"].split(MASK)
+    if len(parts) != 2:
+        return None, f"masked_sentence has {len(parts) - 1} [MASK] (needs exactly 1)"
+    obj_tokens = simple_tokenize(evidence["obj_surface"])
+    if not obj_tokens:
+        return None, "empty object surface"
+    left, right = simple_tokenize(parts[0]), simple_tokenize(parts[1])
+    tokens = left + obj_tokens + right
+    obj = (len(left), len(left) + len(obj_tokens))
+    # The object's tokens are blanked so that the subject is never found inside the object.
+    searchable = tokens[:obj[0]] + ["\x00"] * len(obj_tokens) + tokens[obj[1]:]
+    for name in dict.fromkeys((evidence["sub_surface"], fact["sub_label"])):
+        mentions = SurfaceMatcher([Entity(fact["sub_uri"], name)]).find(searchable)
+        if mentions:
+            nearest = min(mentions, key=lambda m: max(m.start, obj[0]) - min(m.end, obj[1]))
+            return make_record(tokens, (nearest.start, nearest.end), obj, fact["relation"], fact["sub_uri"],
+                               fact["obj_uri"], source), ""
+    return None, "subject not found in the sentence"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FewRel
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def fewrel_examples(path: str | Path | None = None, relations: Iterable[str] | None = None,
+                    limit: int | None = None, source: str = "fewrel_val_wiki") -> tuple[list[dict], SkipReport]:
+    """FewRel-format Wikidata relations (``{PID: [{tokens, h: [name, QID, [[positions]]], t: [...]}]}``) as records.
+
+    ``h`` is the subject. Where an entity has several mentions the first is used (as FewRel's own code does).
+    Positions must be consecutive ascending token indices inside the sentence (else :class:`DataFormatError`);
+    overlapping head and tail are a counted skip. ``limit`` caps the examples per relation.
+    """
+    path = Path(path) if path else data_path("fewrel", "val_wiki.json")
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DataFormatError(path, None, None, "expected a JSON object {relation: [instances]}")
+    known = relation_names()
+    wanted = None if relations is None else set(relations)
+    records, report = [], SkipReport(source)
+    for relation, instances in data.items():
+        if relation not in known:
+            raise DataFormatError(path, None, relation, f"unknown relation {relation!r} (not a known Wikidata PID)")
+        if wanted is not None and relation not in wanted:
+            continue
+        if not isinstance(instances, list):
+            raise DataFormatError(path, None, relation, "expected a list of instances")
+        for i, instance in enumerate(instances[:limit]):
+            where = f"{relation}[{i}]"
+            tokens = _fewrel_tokens(instance, path, where)
+            (subj_id, subj), (obj_id, obj) = (_fewrel_entity(instance, key, len(tokens), path, where)
+                                              for key in ("h", "t"))
+            try:
+                records.append(make_record(tokens, subj, obj, relation, subj_id, obj_id, source))
+                report.keep()
+            except ValueError as error:
+                report.skip("head and tail overlap", f"{where}: {error}")
+    return records, report
+
+
+def _fewrel_tokens(instance, path: Path, where: str) -> list[str]:
+    if not isinstance(instance, dict):
+        raise DataFormatError(path, None, where, "expected an object {tokens, h, t}")
+    tokens = check_field(instance, "tokens", list, path, None, where=f"{where}.")
+    if not tokens or not all(isinstance(t, str) for t in tokens) or not "".join(tokens).strip():
+        raise DataFormatError(path, None, f"{where}.tokens", "empty text or a token that is not a string")
+    return tokens
+
+
+def _fewrel_entity(instance: dict, key: str, n_tokens: int, path: Path, where: str) -> tuple[str, tuple[int, int]]:
+    entity = check_field(instance, key, list, path, None, where=f"{where}.")
+    field_name = f"{where}.{key}"
+    if len(entity) != 3 or not isinstance(entity[1], str) or not isinstance(entity[2], list) or not entity[2]:
+        raise DataFormatError(path, None, field_name, "expected [name, id, [[token positions], ...]]")
+    positions = entity[2][0]
+    if (not isinstance(positions, list) or not positions or not all(type(p) is int for p in positions)
+            or positions != list(range(positions[0], positions[0] + len(positions)))):
+        raise DataFormatError(path, None, f"{field_name}[2][0]",
+                              f"positions must be consecutive ascending token indices, got {positions!r:.60}")
+    if positions[0] < 0 or positions[-1] >= n_tokens:
+        raise DataFormatError(path, None, f"{field_name}[2][0]",
+                              f"span {positions} outside a sentence of {n_tokens} tokens")
+    return entity[1], (positions[0], positions[-1] + 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Re-DocRED
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_redocred(split: str = "dev", limit: int | None = None, path: str | Path | None = None,
+                  rel_info_path: str | Path | None = None) -> list[dict]:
+    """Re-DocRED documents (``redocred/{split}_revised.json``), checked: sentences non-empty, every mention span
+    inside its sentence, every label's relation in ``rel_info.json`` and entities in range. The file is one JSON
+    array, so errors name the document and field (``doc 12.vertexSet[3][0].pos``) rather than a line."""
+    path = Path(path) if path else data_path("redocred", f"{split}_revised.json")
+    known = _read_json(Path(rel_info_path) if rel_info_path else data_path("redocred", "rel_info.json"))
+    docs = _read_json(path)
+    if not isinstance(docs, list):
+        raise DataFormatError(path, None, None, "expected a JSON array of documents")
+    docs = docs[:limit]
+    for d, doc in enumerate(docs):
+        _check_redocred_doc(doc, f"doc {d}", known, path)
+    return docs
+
+
+def _check_redocred_doc(doc, where: str, known_relations: dict, path: Path) -> None:
+    if not isinstance(doc, dict):
+        raise DataFormatError(path, None, where, "expected a document object")
+    for name, kind in (("title", str), ("sents", list), ("vertexSet", list), ("labels", list)):
+        check_field(doc, name, kind, path, None, where=f"{where}.")
+    for s, sentence in enumerate(doc["sents"]):
+        if not isinstance(sentence, list) or not sentence or not all(isinstance(t, str) for t in sentence):
+            raise DataFormatError(path, None, f"{where}.sents[{s}]", "empty text or a token that is not a string")
+    for e, mentions in enumerate(doc["vertexSet"]):
+        if not isinstance(mentions, list) or not mentions:
+            raise DataFormatError(path, None, f"{where}.vertexSet[{e}]", "expected a non-empty list of mentions")
+        for m, mention in enumerate(mentions):
+            _check_mention(mention, f"{where}.vertexSet[{e}][{m}].", doc["sents"], path)
+    for i, label in enumerate(doc["labels"]):
+        at = f"{where}.labels[{i}]."
+        if not isinstance(label, dict):
+            raise DataFormatError(path, None, at[:-1], "expected an object {r, h, t}")
+        if check_field(label, "r", str, path, None, where=at) not in known_relations:
+            raise DataFormatError(path, None, at + "r", f"unknown relation {label['r']!r}: not in rel_info.json")
+        for name in ("h", "t"):
+            if not 0 <= check_field(label, name, int, path, None, where=at) < len(doc["vertexSet"]):
+                raise DataFormatError(path, None, at + name, f"entity {label[name]} out of range")
+
+
+def _check_mention(mention, at: str, sents: list, path: Path) -> None:
+    if not isinstance(mention, dict):
+        raise DataFormatError(path, None, at[:-1], "expected a mention object")
+    check_field(mention, "name", str, path, None, where=at)
+    sent_id = check_field(mention, "sent_id", int, path, None, where=at)
+    if not 0 <= sent_id < len(sents):
+        raise DataFormatError(path, None, at + "sent_id", f"sentence {sent_id} out of range")
+    pos = check_field(mention, "pos", list, path, None, where=at)
+    if len(pos) != 2 or not all(type(p) is int for p in pos) or not 0 <= pos[0] < pos[1] <= len(sents[sent_id]):
+        raise DataFormatError(path, None, at + "pos", f"span {pos!r:.40} is reversed, empty or outside sentence "
+                              f"{sent_id} of {len(sents[sent_id])} tokens")
+
+
+def redocred_examples(docs: Sequence[dict], source: str = "redocred_dev") -> tuple[list[dict], SkipReport]:
+    """Every labelled fact whose head and tail have gold mentions in one sentence, one record per such sentence,
+    using the closest head–tail mention pair there. Entity ids are document-local (``redocred_dev:12:E3``);
+    overlapping head and tail mentions are a counted skip."""
+    records, report = [], SkipReport(source)
+    for d, doc in enumerate(docs):
+        for sent_id, relation, h, t in sorted(gold_intra_sentence_facts(doc)):
+            spans = [[(m["pos"][0], m["pos"][1]) for m in doc["vertexSet"][e] if m["sent_id"] == sent_id]
+                     for e in (h, t)]
+            pairs = [(max(a[0], b[0]) - min(a[1], b[1]), a, b) for a in spans[0] for b in spans[1]
+                     if a[1] <= b[0] or b[1] <= a[0]]
+            if not pairs:
+                report.skip("head and tail mentions overlap", f"doc {d} sentence {sent_id} {relation}")
+                continue
+            _, subj, obj = min(pairs)
+            records.append(make_record(doc["sents"][sent_id], subj, obj, relation, redocred_entity_id(source, d, h),
+                                       redocred_entity_id(source, d, t), source))
+            report.keep()
+    return records, report
+
+
+def redocred_aligned_examples(docs: Sequence[dict], source: str = "redocred_dev_aligned",
+                              id_prefix: str | None = None) -> tuple[list[dict], SkipReport]:
+    """Re-DocRED aligned from entity names and triples only (see :func:`data_prep.alignment.evaluate_alignment`)."""
+    alignments = align_redocred(docs, source, id_prefix=id_prefix)
+    records = [r for found in alignments for r in found.records]
+    report = SkipReport(source)
+    report.keep(len(records))
+    return records, report
+
+
+def collect_records(sources: Iterable[str] = DEFAULT_SOURCES, limit: int | None = None,
+                    relations: Iterable[str] | None = None) -> tuple[list[dict], dict[str, SkipReport]]:
+    """Records from the named sources (see the module docstring). ``limit``: facts per relation for LAMA, examples
+    per relation for FewRel, documents for Re-DocRED; ``relations`` restricts LAMA and FewRel."""
+    records, reports = [], {}
+    relations = None if relations is None else list(relations)
+    for source in sources:
+        if source == "lama_trex_evidence":
+            available = {p.stem for p in data_path("lama", "TREx").glob("*.jsonl")}
+            wanted = None if relations is None else [r for r in relations if r in available]
+            found, report = trex_evidence_examples(wanted, limit, source=source)
+        elif source == "fewrel_val_wiki":
+            found, report = fewrel_examples(relations=relations, limit=limit, source=source)
+        elif m := re.fullmatch(r"redocred_(dev|test)(_aligned)?", source):
+            docs = load_redocred(m.group(1), limit)
+            if m.group(2):
+                found, report = redocred_aligned_examples(docs, source, id_prefix=f"redocred_{m.group(1)}")
+            else:
+                found, report = redocred_examples(docs, source)
+        else:
+            raise ValueError(f"unknown source {source!r}; known: {DEFAULT_SOURCES} and redocred_*_aligned")
+        records.extend(found)
+        reports[source] = report
+    return records, reports
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LAMA probe hold-out
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeFacts:
+    """The LAMA facts a factual adapter must not be trained on, keyed two ways.
+
+    ``by_label``: ``(relation, surface_key(sub_label), surface_key(obj_label))`` for every fact;
+    ``by_id``: ``(relation, sub QID, obj QID)`` for the facts whose uuid is in ``lama/TREx`` (which has Wikidata
+    ids; ``TREx_lms_vocab`` has labels only), mapped to their label key.
+    """
+
+    by_label: set[tuple[str, str, str]] = field(default_factory=set)
+    by_id: dict[tuple[str, str, str], tuple[str, str, str]] = field(default_factory=dict)
+    n_facts: int = 0
+
+    @classmethod
+    def from_lama(cls, relations: Iterable[str] | None = None) -> "ProbeFacts":
+        """The template probe (``TREx_lms_vocab``, 41 relations, 29,411 facts), with ids joined in by uuid."""
+        facts, _ = load_trex_facts(relations)
+        wanted = {f["relation"] for f in facts}
+        available = {p.stem for p in data_path("lama", "TREx").glob("*.jsonl")}
+        evidence, _ = load_trex_evidence(sorted(wanted & available))
+        ids_of = {f["uuid"]: (f["sub_uri"], f["obj_uri"]) for f in evidence}
+        probe = cls(n_facts=len(facts))
+        for fact in facts:
+            label_key = (fact["relation"], surface_key(fact["sub_label"]), surface_key(fact["obj_label"]))
+            probe.by_label.add(label_key)
+            if fact["uuid"] in ids_of:
+                probe.by_id[(fact["relation"], *ids_of[fact["uuid"]])] = label_key
+        return probe
+
+    def match(self, record: dict) -> tuple[str, tuple[str, str, str]] | None:
+        """``("id" | "label", the fact's label key)`` if the record states a probe fact, else None.
+
+        Ids are compared when the record has Wikidata QIDs for both entities; labels (the case-folded,
+        tokenisation-independent text of the two spans) are compared always, so a record is held out if it
+        matches either way: the probe itself only sees labels.
+        """
+        if _QID.fullmatch(record["subj_id"]) and _QID.fullmatch(record["obj_id"]):
+            key = self.by_id.get((record["relation"], record["subj_id"], record["obj_id"]))
+            if key is not None:
+                return "id", key
+        label_key = record_label_key(record)
+        return ("label", label_key) if label_key in self.by_label else None
+
+
+def record_label_key(record: dict) -> tuple[str, str, str]:
+    tokens = record["tokens"]
+    return (record["relation"], surface_key(tokens[record["subj_start"]:record["subj_end"]]),
+            surface_key(tokens[record["obj_start"]:record["obj_end"]]))
+
+
+def hold_out_probe_facts(records: Iterable[dict], probe: ProbeFacts) -> tuple[list[dict], dict]:
+    """Remove every record that states a probe fact; report how many, how they matched, from which sources."""
+    kept, by_how, by_source, facts_hit = [], Counter(), Counter(), set()
+    for record in records:
+        hit = probe.match(record)
+        if hit is None:
+            kept.append(record)
+        else:
+            by_how[hit[0]] += 1
+            by_source[record["source"]] += 1
+            facts_hit.add(hit[1])
+    return kept, {"probe_facts": probe.n_facts, "probe_facts_with_ids": len(probe.by_id),
+                  "examples_removed": sum(by_how.values()), "removed_by_id": by_how["id"],
+                  "removed_by_label": by_how["label"], "removed_per_source": dict(by_source),
+                  "probe_facts_found_in_data": len(facts_hit)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pre-training set
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def build_factual_dataset(records: Iterable[dict], *, drop_relations: Iterable[str] = ("P31",),
+                          min_examples: int = 50, dedupe: bool = True, dev_fraction: float = 0.1, seed: int = 0,
+                          probe: ProbeFacts | None = None) -> tuple[DatasetDict, dict]:
+    """The factual-adapter pre-training set, following the paper's rules, in this order:
+
+    1. drop the relations in ``drop_relations`` (the paper drops P31 "instance of");
+    2. hold out the LAMA probe facts when ``probe`` is given (:meth:`ProbeFacts.match`);
+    3. de-duplicate identical (relation, sentence, subject span, object span) records;
+    4. keep relations with at least ``min_examples`` records (paper: 50);
+    5. split train/dev per relation by fact (a subject–object pair never straddles the split), seeded.
+
+    Returns a ``DatasetDict`` (train, dev) with :data:`FEATURES` and a report with counts per step and per relation.
+    """
+    records = list(records)
+    report: dict = {"options": {"drop_relations": sorted(drop_relations), "min_examples": min_examples,
+                                "dedupe": dedupe, "dev_fraction": dev_fraction, "seed": seed,
+                                "hold_out_probe": probe is not None},
+                    "input_examples": len(records), "input_per_source": dict(Counter(r["source"] for r in records))}
+    dropped = set(drop_relations)
+    report["dropped_relation_examples"] = dict(Counter(r["relation"] for r in records if r["relation"] in dropped))
+    records = [r for r in records if r["relation"] not in dropped]
+    if probe is not None:
+        records, report["holdout"] = hold_out_probe_facts(records, probe)
+    if dedupe:
+        before = len(records)
+        records = list({_dedupe_key(r): r for r in records}.values())
+        report["duplicates_removed"] = before - len(records)
+    counts = Counter(r["relation"] for r in records)
+    report["relations_below_min"] = {rel: n for rel, n in sorted(counts.items()) if n < min_examples}
+    records = [r for r in records if counts[r["relation"]] >= min_examples]
+    train, dev = _split_by_fact(records, dev_fraction, seed)
+    names = relation_names()
+    report["per_relation"] = {
+        rel: {"name": names.get(rel, rel), "train": sum(r["relation"] == rel for r in train),
+              "dev": sum(r["relation"] == rel for r in dev)}
+        for rel in sorted({r["relation"] for r in records}, key=lambda p: int(p[1:]) if p[1:].isdigit() else 0)}
+    report.update(relations_kept=len(report["per_relation"]), train=len(train), dev=len(dev),
+                  train_per_source=dict(Counter(r["source"] for r in train)))
+    dataset = DatasetDict({"train": _to_dataset(train), "dev": _to_dataset(dev)})
+    return dataset, report
+
+
+def _dedupe_key(record: dict) -> tuple:
+    return (record["relation"], tuple(record["tokens"]), record["subj_start"], record["subj_end"],
+            record["obj_start"], record["obj_end"])
+
+
+def _fact_key(record: dict) -> tuple[str, str, str]:
+    """Which fact a record states: QIDs where it has them, else the case-folded span texts."""
+    label = record_label_key(record)
+    subj = record["subj_id"] if _QID.fullmatch(record["subj_id"]) else label[1]
+    obj = record["obj_id"] if _QID.fullmatch(record["obj_id"]) else label[2]
+    return record["relation"], subj, obj
+
+
+def _split_by_fact(records: list[dict], dev_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    by_relation: dict[str, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        by_relation[record["relation"]][_fact_key(record)].append(record)
+    train, dev = [], []
+    for relation in sorted(by_relation):
+        groups = [by_relation[relation][key] for key in sorted(by_relation[relation])]
+        random.Random(f"{seed}:{relation}").shuffle(groups)
+        target = round(dev_fraction * sum(len(g) for g in groups))
+        taken = 0
+        for i, group in enumerate(groups):
+            # Fill dev up to its share, but always leave at least one group for training.
+            if taken < target and i < len(groups) - 1:
+                dev.extend(group)
+                taken += len(group)
+            else:
+                train.extend(group)
+    return train, dev
+
+
+def _to_dataset(records: list[dict]) -> Dataset:
+    columns = {name: [r[name] for r in records] for name in FEATURES}
+    return Dataset.from_dict(columns, features=FEATURES)
+
+
+def build_factual_pretraining_set(sources: Iterable[str] = DEFAULT_SOURCES, *, hold_out_probe: bool = True,
+                                  limit: int | None = None, relations: Iterable[str] | None = None,
+                                  **options) -> tuple[DatasetDict, dict]:
+    """:func:`collect_records` then :func:`build_factual_dataset` with the LAMA probe held out (by default).
+    ``options`` go to :func:`build_factual_dataset` (``drop_relations``, ``min_examples``, ``seed``, ...)."""
+    records, reports = collect_records(sources, limit, relations)
+    probe = ProbeFacts.from_lama() if hold_out_probe else None
+    dataset, report = build_factual_dataset(records, probe=probe, **options)
+    report["sources"] = {name: r.to_dict() for name, r in reports.items()}
+    return dataset, report
+
+
+def save_factual_dataset(dataset: DatasetDict, report: dict, directory: str | Path) -> Path:
+    """``dataset.save_to_disk(directory)`` plus the report as ``directory/factual_stats.json``; returns the latter."""
+    directory = Path(directory)
+    dataset.save_to_disk(str(directory))
+    stats = directory / "factual_stats.json"
+    stats.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return stats

@@ -1,0 +1,267 @@
+"""Factual-knowledge records from the real LAMA T-REx evidences, FewRel and Re-DocRED, and the pre-training set
+builder (P31 dropped, minimum count, seeded split, LAMA probe held out), plus broken inputs."""
+import json
+import re
+from collections import Counter
+
+import pytest
+from datasets import load_from_disk
+
+from data_prep.alignment import insert_markers, simple_tokenize, surface_key
+from data_prep.factual import (ProbeFacts, build_factual_dataset, collect_records, fewrel_examples,
+                               hold_out_probe_facts, load_redocred, redocred_aligned_examples, redocred_examples,
+                               save_factual_dataset, trex_evidence_examples)
+from data_prep.lama import load_trex_evidence
+from data_prep.paths import data_path
+from data_prep.report import DataFormatError
+
+
+def marked_entities(record):
+    marked, s, o = insert_markers(record["tokens"], record["subj_start"], record["subj_end"], record["obj_start"],
+                                  record["obj_end"])
+    subj = marked[s + 1:marked.index("@", s + 1)]
+    obj = marked[o + 1:marked.index("#", o + 1)]
+    return " ".join(subj), " ".join(obj)
+
+
+# ---------------------------------------------------------------------------------------------------- LAMA T-REx
+
+
+def test_trex_evidence_records_real():
+    records, report = trex_evidence_examples(["P19", "P108"], limit=300)
+    facts, _ = load_trex_evidence(["P19", "P108"], limit=300)
+    assert report.kept + report.total_skipped == sum(len(f["evidences"]) for f in facts)
+    assert report.kept == len(records) > 1500 and report.total_skipped < 0.01 * report.kept
+    peiper = next(r for r in records if r["subj_id"] == "Q1886736")
+    assert marked_entities(peiper) == ("Allan Peiper", "Alexandra , Victoria")
+    assert (peiper["relation"], peiper["obj_id"], peiper["source"]) == ("P19", "Q2643563", "lama_trex_evidence")
+    by_uri = {(f["sub_uri"], f["obj_uri"]): f for f in facts}
+    for r in records:
+        fact = by_uri[(r["subj_id"], r["obj_id"])]
+        subj = surface_key(r["tokens"][r["subj_start"]:r["subj_end"]])
+        assert subj in {surface_key(e["sub_surface"]) for e in fact["evidences"]} | {surface_key(fact["sub_label"])}
+        assert r["tokens"][r["obj_start"]:r["obj_end"]] in [simple_tokenize(e["obj_surface"])
+                                                            for e in fact["evidences"]]
+
+
+def test_trex_evidence_counted_skips():
+    fact = {"uuid": "u", "relation": "P19", "sub_uri": "Q1", "obj_uri": "Q2", "sub_label": "Dante Alighieri",
+            "obj_label": "Florence", "evidences": [
+                {"sub_surface": "Dante", "obj_surface": "Florence", "masked_sentence": "Dante was born in [MASK]."},
+                {"sub_surface": "Dante", "obj_surface": "Florence", "masked_sentence": "He was born in [MASK]."},
+                {"sub_surface": "Dante", "obj_surface": "Florence", "masked_sentence": "Dante left [MASK] for [MASK]."},
+                {"sub_surface": "Durante", "obj_surface": "Florence",
+                 "masked_sentence": "Dante Alighieri was born in [MASK]."},  # found by label
+                {"sub_surface": "Florence", "obj_surface": "Florence", "masked_sentence": "Born in [MASK]."},
+            ]}
+    records, report = trex_evidence_examples(facts=[fact])
+    assert [marked_entities(r) for r in records] == [("Dante", "Florence"), ("Dante Alighieri", "Florence")]
+    assert report.skipped == {"subject not found in the sentence": 2,
+                              "masked_sentence has 2 [MASK] (needs exactly 1)": 1}
+
+
+# ---------------------------------------------------------------------------------------------------- FewRel
+
+
+def test_fewrel_val_wiki_real():
+    records, report = fewrel_examples()
+    assert len(records) == 11200 and report.total_skipped == 0
+    counts = Counter(r["relation"] for r in records)
+    assert len(counts) == 16 and set(counts.values()) == {700}
+    assert all(re.fullmatch(r"Q\d+", r["subj_id"]) and re.fullmatch(r"Q\d+", r["obj_id"]) for r in records)
+    habsburg = next(r for r in records if r["relation"] == "P26" and r["subj_id"] == "Q1276954"
+                    and r["tokens"][0] == "His")
+    assert marked_entities(habsburg) == ("Francesca von Habsburg", "Karl von Habsburg")
+    assert insert_markers(habsburg["tokens"], habsburg["subj_start"], habsburg["subj_end"], habsburg["obj_start"],
+                          habsburg["obj_end"])[0] == \
+        "His parents are # Karl von Habsburg # and @ Francesca von Habsburg @ .".split()
+    assert len(fewrel_examples(relations=["P26", "P40"], limit=10)[0]) == 20
+
+
+def fewrel_file(tmp_path, instance, relation="P26"):
+    path = tmp_path / "fewrel.json"
+    good = {"tokens": ["A", "married", "B", "."], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[2]]]}
+    path.write_text(json.dumps({relation: [good, instance]}))
+    return path
+
+
+@pytest.mark.parametrize("instance, field, message", [
+    ({"tokens": ["A", "B", "C"], "h": ["a", "Q1", [[2, 1]]], "t": ["b", "Q2", [[0]]]}, r"P26\[1\]\.h\[2\]\[0\]",
+     "consecutive ascending"),
+    ({"tokens": ["A", "B", "C"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[3, 4]]]}, r"P26\[1\]\.t\[2\]\[0\]",
+     "outside a sentence of 3 tokens"),
+    ({"tokens": "A B C", "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.tokens", "expected list"),
+    ({"tokens": [], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.tokens", "empty text"),
+    ({"tokens": ["A", "B"], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.h", "missing"),
+    ({"tokens": ["A", "B"], "h": ["a", 7, [[0]]], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.h", r"expected \[name, id"),
+])
+def test_fewrel_broken_instances(tmp_path, instance, field, message):
+    with pytest.raises(DataFormatError, match=rf"fewrel\.json: field '{field}': .*{message}"):
+        fewrel_examples(fewrel_file(tmp_path, instance))
+
+
+def test_fewrel_broken_file_and_relation_and_overlap(tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text('{"P26": [{"tokens": ["A"\n, "B"], "h": ')
+    with pytest.raises(DataFormatError, match=r"cut\.json, line 2: not valid JSON"):
+        fewrel_examples(path)
+    with pytest.raises(DataFormatError, match=r"field 'Pxyz': unknown relation"):
+        fewrel_examples(fewrel_file(tmp_path, {}, relation="Pxyz"))
+    overlap = {"tokens": ["A", "B", "C"], "h": ["a b", "Q1", [[0, 1]]], "t": ["b", "Q2", [[1]]]}
+    records, report = fewrel_examples(fewrel_file(tmp_path, overlap))
+    assert len(records) == 1 and report.skipped == {"head and tail overlap": 1}
+
+
+# ---------------------------------------------------------------------------------------------------- Re-DocRED
+
+
+@pytest.fixture(scope="module")
+def redocred_dev():
+    return load_redocred("dev")
+
+
+def test_redocred_gold_records_real(redocred_dev):
+    records, report = redocred_examples(redocred_dev)
+    # 8,614 (fact, sentence) pairs with head and tail in one sentence; 6 have overlapping mentions only.
+    assert len(records) == 8608 and report.skipped == {"head and tail mentions overlap": 6}
+    assert len({r["relation"] for r in records}) > 80
+    first = [r for r in records if r["subj_id"] == "redocred_dev:0:E0" and r["relation"] == "P19"]
+    assert [marked_entities(r) for r in first] == [('Wilfried " Willi " Schneider', "Mediaș")]
+    aligned, _ = redocred_aligned_examples(redocred_dev)
+    assert len(aligned) == 8661  # measured; the aligner's example precision/recall is in test_data_alignment
+
+
+def redocred_file(tmp_path, doc):
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps([doc]))
+    return path
+
+
+@pytest.mark.parametrize("breakage, field, message", [
+    (lambda d: d["vertexSet"][0][0].update(pos=[5, 0]), r"doc 0\.vertexSet\[0\]\[0\]\.pos", "reversed"),
+    (lambda d: d["vertexSet"][1][0].update(pos=[0, 99]), r"doc 0\.vertexSet\[1\]\[0\]\.pos", "outside sentence"),
+    (lambda d: d["vertexSet"][1][0].update(sent_id=42), r"doc 0\.vertexSet\[1\]\[0\]\.sent_id", "out of range"),
+    (lambda d: d["vertexSet"][1][0].pop("name"), r"doc 0\.vertexSet\[1\]\[0\]\.name", "missing"),
+    (lambda d: d["labels"][0].update(r="P99999"), r"doc 0\.labels\[0\]\.r", "unknown relation"),
+    (lambda d: d["labels"][0].update(h=500), r"doc 0\.labels\[0\]\.h", "out of range"),
+    (lambda d: d["sents"].__setitem__(3, []), r"doc 0\.sents\[3\]", "empty text"),
+])
+def test_redocred_broken_documents(tmp_path, redocred_dev, breakage, field, message):
+    doc = json.loads(json.dumps(redocred_dev[0]))
+    breakage(doc)
+    with pytest.raises(DataFormatError, match=rf"doc\.json: field '{field}': .*{message}"):
+        load_redocred(path=redocred_file(tmp_path, doc))
+
+
+def test_redocred_truncated_file(tmp_path):
+    path = tmp_path / "cut.json"
+    path.write_text(data_path("redocred", "dev_revised.json").read_text()[:5000])
+    with pytest.raises(DataFormatError, match=r"cut\.json, line 1: not valid JSON"):
+        load_redocred(path=path)
+
+
+# ---------------------------------------------------------------------------------------------------- builder
+
+
+def squashed(text):
+    return re.sub(r"\s+", "", text).lower()
+
+
+@pytest.fixture(scope="module")
+def independent_probe():
+    """The LAMA probe read straight from the files: labels of all 29,411 facts, Wikidata ids via uuid."""
+    labels, uuids = set(), {}
+    for path in data_path("lama", "TREx_lms_vocab").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            fact = json.loads(line)
+            labels.add((path.stem, squashed(fact["sub_label"]), squashed(fact["obj_label"])))
+            uuids[fact["uuid"]] = path.stem
+    ids = set()
+    for path in data_path("lama", "TREx").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            fact = json.loads(line)
+            if fact["uuid"] in uuids:
+                ids.add((fact["predicate_id"], fact["sub_uri"], fact["obj_uri"]))
+    return labels, ids
+
+
+def states_probe_fact(record, probe):
+    labels, ids = probe
+    tokens = record["tokens"]
+    label = (record["relation"], squashed("".join(tokens[record["subj_start"]:record["subj_end"]])),
+             squashed("".join(tokens[record["obj_start"]:record["obj_end"]])))
+    return label in labels or (record["relation"], record["subj_id"], record["obj_id"]) in ids
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return ProbeFacts.from_lama()
+
+
+@pytest.fixture(scope="module")
+def subset_records():
+    relations = ["P19", "P27", "P31", "P106", "P413", "P463", "P26"]
+    records, reports = collect_records(("lama_trex_evidence", "fewrel_val_wiki", "redocred_dev"), limit=150,
+                                       relations=relations)
+    return records
+
+
+def test_probe_facts_from_lama(probe, independent_probe):
+    # 29,411 facts; 29,392 distinct once labels are compared case- and space-insensitively
+    assert probe.n_facts == 29411 and len(probe.by_label) == len(independent_probe[0]) == 29392
+    assert len(probe.by_id) == 19871  # facts of lama/TREx joined by uuid
+    stated = {"tokens": "Eibenstock is a town in Germany .".split(), "subj_start": 0, "subj_end": 1,
+              "obj_start": 5, "obj_end": 6, "relation": "P17", "subj_id": "redocred_dev:1:E0",
+              "obj_id": "redocred_dev:1:E1", "source": "hand"}
+    assert probe.match(stated) == ("label", ("P17", "eibenstock", "germany"))
+    assert probe.match({**stated, "relation": "P131"}) is None
+    assert probe.match({**stated, "obj_start": 4, "obj_end": 5}) is None
+    peiper = {**stated, "relation": "P19", "subj_id": "Q1886736", "obj_id": "Q2643563"}
+    assert probe.match(peiper)[0] == "id"
+
+
+def test_hold_out_removes_exactly_the_probe_facts(subset_records, probe, independent_probe):
+    records = [r for r in subset_records if r["relation"] != "P31"]
+    kept, report = hold_out_probe_facts(records, probe)
+    kept_ids = {id(r) for r in kept}
+    removed = [r for r in records if id(r) not in kept_ids]
+    assert report["examples_removed"] == len(removed) > 500
+    assert report["removed_by_id"] + report["removed_by_label"] == len(removed)
+    assert {"lama_trex_evidence", "fewrel_val_wiki"} <= set(report["removed_per_source"])
+    assert all(states_probe_fact(r, independent_probe) for r in removed)
+    assert not any(states_probe_fact(r, independent_probe) for r in kept)
+
+
+def test_builder_rules_split_and_save(subset_records, probe, independent_probe, tmp_path):
+    dataset, report = build_factual_dataset(subset_records, probe=probe, min_examples=50, seed=13)
+    train, dev = dataset["train"], dataset["dev"]
+    rows = train.to_list() + dev.to_list()
+    assert report["dropped_relation_examples"]["P31"] > 0 and "P31" not in set(train["relation"])
+    counts = Counter(r["relation"] for r in rows)
+    assert min(counts.values()) >= 50 and report["relations_below_min"]
+    assert not set(report["relations_below_min"]) & set(counts)
+    assert {rel: c["train"] + c["dev"] for rel, c in report["per_relation"].items()} == dict(counts)
+    assert (report["train"], report["dev"]) == (len(train), len(dev)) and 0.07 < len(dev) / len(rows) < 0.13
+    assert not any(states_probe_fact(r, independent_probe) for r in rows)
+    assert len({json.dumps(r, sort_keys=True) for r in rows}) == len(rows)  # de-duplicated
+    # split by fact: a (relation, subject, object) fact is never on both sides
+    def facts(split):
+        def entity(r, side):
+            return r[f"{side}_id"] if re.fullmatch(r"Q\d+", r[f"{side}_id"]) else \
+                surface_key(r["tokens"][r[f"{side}_start"]:r[f"{side}_end"]])
+        return {(r["relation"], entity(r, "subj"), entity(r, "obj")) for r in split.to_list()}
+    assert facts(dev) and not facts(train) & facts(dev)
+    again, _ = build_factual_dataset(subset_records, probe=probe, min_examples=50, seed=13)
+    assert again["dev"].to_list() == dev.to_list() and again["train"].to_list() == train.to_list()
+    other, _ = build_factual_dataset(subset_records, probe=probe, min_examples=50, seed=14)
+    assert other["dev"].to_list() != dev.to_list()
+    stats = save_factual_dataset(dataset, report, tmp_path / "factual")
+    assert load_from_disk(str(tmp_path / "factual"))["dev"].to_list() == dev.to_list()
+    assert json.loads(stats.read_text())["per_relation"] == report["per_relation"]
+
+
+def test_builder_options_without_holdout(subset_records):
+    dataset, report = build_factual_dataset(subset_records, drop_relations=(), min_examples=1, dedupe=False,
+                                            dev_fraction=0.0)
+    assert "holdout" not in report and len(dataset["dev"]) == 0
+    assert len(dataset["train"]) == len(subset_records) and "P31" in set(dataset["train"]["relation"])
