@@ -25,6 +25,7 @@ from datasets import Dataset, DatasetDict, Features, Sequence as SequenceFeature
 
 from .alignment import (Entity, SurfaceMatcher, align_redocred, gold_intra_sentence_facts,
                         make_record, redocred_entity_id, simple_tokenize, surface_key)
+from .eval_sets import read_fewrel
 from .lama import MASK, check_field, load_relations, load_trex_evidence, load_trex_facts
 from .paths import data_path
 from .report import DataFormatError, SkipReport
@@ -112,63 +113,35 @@ def _evidence_record(fact: dict, evidence: dict, source: str) -> tuple[dict | No
 
 
 def fewrel_examples(path: str | Path | None = None, relations: Iterable[str] | None = None,
-                    limit: int | None = None, source: str = "fewrel_val_wiki") -> tuple[list[dict], SkipReport]:
-    """FewRel-format Wikidata relations (``{PID: [{tokens, h: [name, QID, [[positions]]], t: [...]}]}``) as records.
+                    limit: int | None = None, source: str = "fewrel_val_wiki",
+                    strict: bool = False) -> tuple[list[dict], SkipReport]:
+    """FewRel-format Wikidata relations (``{PID: [{tokens, h: [name, QID, [[positions]]], t: [...]}]}``) as records
+    with the QIDs as ``subj_id``/``obj_id`` (``h`` is the subject, first mention of each entity).
 
-    ``h`` is the subject. Where an entity has several mentions the first is used (as FewRel's own code does).
-    Positions must be consecutive ascending token indices inside the sentence (else :class:`DataFormatError`);
-    overlapping head and tail are a counted skip. ``limit`` caps the examples per relation.
+    Parsing and checking is :func:`data_prep.eval_sets.read_fewrel` (one FewRel reader in the project): malformed
+    JSON, missing or mistyped fields raise :class:`DataFormatError` with the record's line; empty text, spans that
+    are non-contiguous, reversed, outside the sentence or overlapping are counted skips (``strict=True`` raises).
+    Here a relation that is not a known Wikidata PID is an error. ``limit`` caps the examples per relation.
     """
     path = Path(path) if path else data_path("fewrel", "val_wiki.json")
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise DataFormatError(path, None, None, "expected a JSON object {relation: [instances]}")
-    known = relation_names()
+    parsed, parse_report = read_fewrel(path, strict=strict)
+    unknown = sorted(set(parsed["relation"]) - set(relation_names()))
+    if unknown:
+        raise DataFormatError(path, None, "relation", f"unknown relation(s) {unknown}: not known Wikidata PIDs")
     wanted = None if relations is None else set(relations)
-    records, report = [], SkipReport(source)
-    for relation, instances in data.items():
-        if relation not in known:
-            raise DataFormatError(path, None, relation, f"unknown relation {relation!r} (not a known Wikidata PID)")
-        if wanted is not None and relation not in wanted:
+    taken: Counter = Counter()
+    records = []
+    for row in parsed:
+        relation = row["relation"]
+        if (wanted is not None and relation not in wanted) or (limit is not None and taken[relation] >= limit):
             continue
-        if not isinstance(instances, list):
-            raise DataFormatError(path, None, relation, "expected a list of instances")
-        for i, instance in enumerate(instances[:limit]):
-            where = f"{relation}[{i}]"
-            tokens = _fewrel_tokens(instance, path, where)
-            (subj_id, subj), (obj_id, obj) = (_fewrel_entity(instance, key, len(tokens), path, where)
-                                              for key in ("h", "t"))
-            try:
-                records.append(make_record(tokens, subj, obj, relation, subj_id, obj_id, source))
-                report.keep()
-            except ValueError as error:
-                report.skip("head and tail overlap", f"{where}: {error}")
+        taken[relation] += 1
+        records.append(make_record(row["tokens"], (row["subj_start"], row["subj_end"]),
+                                   (row["obj_start"], row["obj_end"]), relation, row["subj_kb_id"],
+                                   row["obj_kb_id"], source))
+    report = SkipReport(source).merge(parse_report)
+    report.kept = len(records)
     return records, report
-
-
-def _fewrel_tokens(instance, path: Path, where: str) -> list[str]:
-    if not isinstance(instance, dict):
-        raise DataFormatError(path, None, where, "expected an object {tokens, h, t}")
-    tokens = check_field(instance, "tokens", list, path, None, where=f"{where}.")
-    if not tokens or not all(isinstance(t, str) for t in tokens) or not "".join(tokens).strip():
-        raise DataFormatError(path, None, f"{where}.tokens", "empty text or a token that is not a string")
-    return tokens
-
-
-def _fewrel_entity(instance: dict, key: str, n_tokens: int, path: Path, where: str) -> tuple[str, tuple[int, int]]:
-    entity = check_field(instance, key, list, path, None, where=f"{where}.")
-    field_name = f"{where}.{key}"
-    if len(entity) != 3 or not isinstance(entity[1], str) or not isinstance(entity[2], list) or not entity[2]:
-        raise DataFormatError(path, None, field_name, "expected [name, id, [[token positions], ...]]")
-    positions = entity[2][0]
-    if (not isinstance(positions, list) or not positions or not all(type(p) is int for p in positions)
-            or positions != list(range(positions[0], positions[0] + len(positions)))):
-        raise DataFormatError(path, None, f"{field_name}[2][0]",
-                              f"positions must be consecutive ascending token indices, got {positions!r:.60}")
-    if positions[0] < 0 or positions[-1] >= n_tokens:
-        raise DataFormatError(path, None, f"{field_name}[2][0]",
-                              f"span {positions} outside a sentence of {n_tokens} tokens")
-    return entity[1], (positions[0], positions[-1] + 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -79,37 +79,45 @@ def test_fewrel_val_wiki_real():
 
 
 def fewrel_file(tmp_path, instance, relation="P26"):
+    """A FewRel-format file whose second instance (line 3) is ``instance``."""
     path = tmp_path / "fewrel.json"
     good = {"tokens": ["A", "married", "B", "."], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[2]]]}
-    path.write_text(json.dumps({relation: [good, instance]}))
+    path.write_text(f'{{"{relation}": [\n{json.dumps(good)},\n{json.dumps(instance)}\n]}}\n')
     return path
 
 
-@pytest.mark.parametrize("instance, field, message", [
-    ({"tokens": ["A", "B", "C"], "h": ["a", "Q1", [[2, 1]]], "t": ["b", "Q2", [[0]]]}, r"P26\[1\]\.h\[2\]\[0\]",
-     "consecutive ascending"),
-    ({"tokens": ["A", "B", "C"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[3, 4]]]}, r"P26\[1\]\.t\[2\]\[0\]",
-     "outside a sentence of 3 tokens"),
-    ({"tokens": "A B C", "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.tokens", "expected list"),
-    ({"tokens": [], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.tokens", "empty text"),
-    ({"tokens": ["A", "B"], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.h", "missing"),
-    ({"tokens": ["A", "B"], "h": ["a", 7, [[0]]], "t": ["b", "Q2", [[1]]]}, r"P26\[1\]\.h", r"expected \[name, id"),
+@pytest.mark.parametrize("instance, reason", [
+    ({"tokens": ["A", "B", "C"], "h": ["a", "Q1", [[2, 1]]], "t": ["b", "Q2", [[0]]]}, "non-contiguous span"),
+    ({"tokens": ["A", "B", "C"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[3, 4]]]}, "span outside the sentence"),
+    ({"tokens": [], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}, "empty text"),
+    ({"tokens": ["A", "B", "C"], "h": ["a b", "Q1", [[0, 1]]], "t": ["b", "Q2", [[1]]]},
+     "subject and object spans overlap"),
 ])
-def test_fewrel_broken_instances(tmp_path, instance, field, message):
-    with pytest.raises(DataFormatError, match=rf"fewrel\.json: field '{field}': .*{message}"):
+def test_fewrel_unusable_instances_are_counted_or_raise_when_strict(tmp_path, instance, reason):
+    records, report = fewrel_examples(fewrel_file(tmp_path, instance))
+    assert len(records) == 1 and report.skipped == {reason: 1} and report.source == "fewrel_val_wiki"
+    with pytest.raises(DataFormatError, match=rf"fewrel\.json, line 3: .*{reason}"):
+        fewrel_examples(fewrel_file(tmp_path, instance), strict=True)
+
+
+@pytest.mark.parametrize("instance, field, message", [
+    ({"tokens": "A B C", "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}, "tokens", "expected list"),
+    ({"tokens": ["A", "B"], "t": ["b", "Q2", [[1]]]}, "h", "missing"),
+    ({"tokens": ["A", "B"], "h": ["a", 7, [[0]]], "t": ["b", "Q2", [[1]]]}, "h", r"expected \[name, id"),
+])
+def test_fewrel_malformed_instances_raise(tmp_path, instance, field, message):
+    with pytest.raises(DataFormatError, match=rf"fewrel\.json, line 3: field '{field}': .*{message}"):
         fewrel_examples(fewrel_file(tmp_path, instance))
 
 
-def test_fewrel_broken_file_and_relation_and_overlap(tmp_path):
+def test_fewrel_truncated_file_and_unknown_relation(tmp_path):
     path = tmp_path / "cut.json"
     path.write_text('{"P26": [{"tokens": ["A"\n, "B"], "h": ')
-    with pytest.raises(DataFormatError, match=r"cut\.json, line 2: not valid JSON"):
+    with pytest.raises(DataFormatError, match=r"cut\.json, line 1: malformed JSON"):
         fewrel_examples(path)
-    with pytest.raises(DataFormatError, match=r"field 'Pxyz': unknown relation"):
-        fewrel_examples(fewrel_file(tmp_path, {}, relation="Pxyz"))
-    overlap = {"tokens": ["A", "B", "C"], "h": ["a b", "Q1", [[0, 1]]], "t": ["b", "Q2", [[1]]]}
-    records, report = fewrel_examples(fewrel_file(tmp_path, overlap))
-    assert len(records) == 1 and report.skipped == {"head and tail overlap": 1}
+    good = {"tokens": ["A", "B"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[1]]]}
+    with pytest.raises(DataFormatError, match=r"field 'relation': unknown relation\(s\) \['Pxyz'\]"):
+        fewrel_examples(fewrel_file(tmp_path, good, relation="Pxyz"))
 
 
 # ---------------------------------------------------------------------------------------------------- Re-DocRED
