@@ -8,8 +8,9 @@ does the same with plain string matching, so that every step can be read and mea
 2. :class:`SurfaceMatcher` finds mentions of entities (by label and aliases) in tokenised sentences. It compares
    runs of whole tokens with whitespace removed (:func:`squash`), so ``"U.S."`` matches the token ``U.S.`` as well
    as the tokens ``U . S .``, ``"Convention People's Party"`` matches ``Convention People 's Party``, and a
-   mention may end before a possessive inside a token (``Schneider's``). Exact case wins; a case-insensitive match is taken only where case carries no
-   signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Longest matches win and mentions never overlap.
+   mention may end before a possessive inside a token (``Schneider's``). Exact case wins; a case-insensitive
+   match is taken only where case carries no signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Longest
+   matches win and mentions never overlap.
 3. :func:`align_document` emits one record (see :data:`RECORD_FIELDS`) for every triple whose subject and object
    are both mentioned in one sentence.
 4. :func:`evaluate_alignment` runs this on Re-DocRED, whose gold mention positions the aligner never sees, and

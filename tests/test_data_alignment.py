@@ -146,7 +146,8 @@ def test_evaluate_alignment_hand_computed():
     # found: Ada Lovelace, London (s0); Lovelace, Babbage, London, Lovelace (s1, the second one unannotated) = 6;
     # gold: 6 mentions, of which 5 found ("Ada" is nested).
     assert result["mention"]["predicted"] == 6 and result["mention"]["gold"] == 6
-    assert result["mention"]["precision"] == pytest.approx(5 / 6) and result["mention"]["recall"] == pytest.approx(5 / 6)
+    assert result["mention"]["precision"] == pytest.approx(5 / 6)
+    assert result["mention"]["recall"] == pytest.approx(5 / 6)
     # gold examples: P19 in s0 and s1, P1327 in s1, P735 in s0 = 4; found: P19 s0, P19 s1, P1327 s1 = 3, all gold.
     assert result["example"]["gold"] == 4 and result["example"]["predicted"] == 3
     assert result["example"]["precision"] == 1.0 and result["example"]["recall"] == pytest.approx(3 / 4)

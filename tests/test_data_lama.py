@@ -159,7 +159,8 @@ def test_trex_evidence_broken_lines(tmp_path):
     fact = {"uuid": "u1", "sub_uri": "Q1", "obj_uri": "Q2", "sub_label": "Dante", "obj_label": "Florence",
             "predicate_id": "P19",
             "evidences": [{"sub_surface": "Dante", "obj_surface": "Florence", "masked_sentence": "Dante of [MASK]."}]}
-    directory = write_relation_file(tmp_path / "ev", "P19", [json.dumps(fact), json.dumps({**fact, "predicate_id": "P20"})])
+    wrong_relation = {**fact, "predicate_id": "P20"}
+    directory = write_relation_file(tmp_path / "ev", "P19", [json.dumps(fact), json.dumps(wrong_relation)])
     with pytest.raises(DataFormatError, match=r"P19\.jsonl, line 2: field 'predicate_id'"):
         load_trex_evidence(directory=directory)
     broken = {**fact, "evidences": [{"sub_surface": "Dante", "obj_surface": "Florence", "masked_sentence": ""}]}
