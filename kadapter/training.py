@@ -1,0 +1,385 @@
+"""A small, readable training loop on `accelerate`: CPU, one GPU or several processes with the same code.
+
+What it does, in order, for every global batch:
+
+1. every process takes its share of the batch (``batch_size`` is the *global* batch, split across processes);
+2. an optional ``batch_transform`` runs once (e.g. one frozen-backbone pass shared by several adapters);
+3. each model being trained (one, or several with their own optimizer) runs forward under autocast (bf16 on GPU,
+   full precision on CPU), backward, clips its own gradients, steps its own AdamW and linear warm-up/decay schedule.
+
+After every epoch each model is evaluated on dev (``evaluate(model) -> metrics``); the best weights by
+``TrainConfig.metric`` are kept and restored at the end, and a model whose metric has not improved for ``patience``
+epochs stops training. Metrics go to ``metrics.jsonl``. Checkpoints (trainable weights, optimizer, scheduler, every
+process's RNG state and the position in the epoch's data order) are written atomically (temp file + rename); a
+run killed at any point resumes from its last checkpoint and ends with the same weights as an uninterrupted run.
+The data order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, so resuming needs no replay.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, send_to_device, set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "train_summary.json"
+# Changing any of these changes the trajectory: a checkpoint written under other values is not resumed.
+_RESUME_KEYS = ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "seed")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    epochs: int = 3
+    batch_size: int = 32  # global batch: split evenly across processes
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    metric: str | None = None  # dev metric for early stopping and best weights; None: keep the last weights
+    greater_is_better: bool = True
+    patience: int | None = None  # epochs without improvement before a model stops; None: never
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    mixed_precision: str = "auto"  # "auto" = bf16 on GPU, none on CPU; or "no" / "bf16" / "fp16"
+    cpu: bool = False  # force CPU even when a GPU is visible
+    log_every: int = 10
+    progress: bool = True
+    resume: bool = True  # continue from output_dir's checkpoint when there is one
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.patience is not None and self.metric is None:
+            raise ValueError("early stopping (patience) needs a dev metric to watch (metric=...)")
+
+
+@dataclass
+class RunState:
+    """Per-model bookkeeping that survives a restart."""
+
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # the epoch in progress
+    step_in_epoch: int = 0  # global batches of this epoch already trained
+    global_step: int = 0
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temporary file next to `path`, flushed to disk, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training changes: parameters that require grad (the frozen backbone is left out)."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(state) != expected:
+        raise ValueError(f"checkpoint does not match the model: missing {sorted(expected - set(state))}, "
+                         f"unexpected {sorted(set(state) - expected)}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch: a permutation drawn from (seed, epoch) only, cut into batches."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def shard(batch: list[int], rank: int, world: int) -> list[int]:
+    """This process's contiguous share of a global batch (sizes differ by at most one)."""
+    bounds = np.linspace(0, len(batch), world + 1).round().astype(int)
+    return batch[bounds[rank]:bounds[rank + 1]]
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 to the peak learning rate, then linear decay to 0 at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over trainable parameters only; no weight decay on biases and LayerNorm weights (1-D tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter")
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def _loss_of(output) -> torch.Tensor:
+    loss = output["loss"] if isinstance(output, Mapping) else output.loss
+    if loss is None:
+        raise ValueError("the model returned no loss: does the batch carry labels?")
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Train one model, or several side by side, on one dataset.
+
+    ``models``: an ``nn.Module`` or ``{name: module}``; each module's ``forward(**batch)`` returns an object (or
+    dict) with ``loss``. ``train_data``: a map-style dataset; ``collate_fn`` turns a list of its items into the batch
+    dict. ``evaluate``: ``fn(model) -> {metric: value}`` (or ``{name: fn}``), called on the unwrapped model in eval
+    mode under ``torch.no_grad`` on every process (dev sets are small; every process reaches the same decision).
+    ``batch_transform(batch) -> batch``: runs once per batch before the models (shared backbone pass).
+    ``step_hook(trainer)``: called after every optimizer step (tests use it to kill a run mid-epoch).
+    """
+
+    def __init__(self, models, train_data, config: TrainConfig, *, collate_fn: Callable,
+                 evaluate: Callable | Mapping[str, Callable] | None = None,
+                 batch_transform: Callable | None = None, step_hook: Callable | None = None,
+                 accelerator: Accelerator | None = None):
+        if len(train_data) == 0:
+            raise ValueError("the training set is empty")
+        self.config = config
+        self.models = dict(models) if isinstance(models, Mapping) else {"model": models}
+        if not isinstance(evaluate, Mapping):
+            evaluate = {name: evaluate for name in self.models} if evaluate is not None else {}
+        self.evaluate_fns = dict(evaluate)
+        if config.metric is not None and set(self.evaluate_fns) != set(self.models):
+            raise ValueError(f"metric {config.metric!r} needs an evaluate function for every model")
+        self.train_data, self.collate_fn = train_data, collate_fn
+        self.batch_transform, self.step_hook = batch_transform, step_hook
+        self.output_dir = Path(config.output_dir)
+
+        mixed = config.mixed_precision
+        if mixed == "auto":
+            mixed = "bf16" if torch.cuda.is_available() and not config.cpu else "no"
+        self.accelerator = accelerator or Accelerator(cpu=config.cpu, mixed_precision=mixed)
+        self.steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.batch_size < self.accelerator.num_processes:
+            raise ValueError(f"batch_size {config.batch_size} < {self.accelerator.num_processes} processes")
+
+        set_seed(config.seed)  # python, numpy, torch: dropout masks and any fresh initialisation
+        self.optimizers, self.schedulers = {}, {}
+        for name, model in self.models.items():
+            optimizer = adamw(model, config.learning_rate, config.weight_decay)
+            self.models[name], self.optimizers[name] = self.accelerator.prepare(model, optimizer)
+            # Not prepared: accelerate would step a prepared scheduler once per process.
+            self.schedulers[name] = linear_schedule(
+                self.optimizers[name], int(config.warmup_ratio * self.total_steps), self.total_steps)
+        self.runs = {name: RunState() for name in self.models}
+        self.state = LoopState()
+
+    # ------------------------------------------------------------------------------------------------ main loop
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def unwrapped(self, name: str) -> nn.Module:
+        return self.accelerator.unwrap_model(self.models[name])
+
+    def fit(self) -> dict:
+        cfg, acc = self.config, self.accelerator
+        if cfg.resume and (self.output_dir / CHECKPOINT_NAME).is_file():
+            self.load_checkpoint()
+        elif self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / METRICS_NAME).write_text("")
+        bar = tqdm(total=self.total_steps, initial=self.state.global_step, desc="train", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.is_main))
+        while self.state.epoch < cfg.epochs and not all(r.stopped for r in self.runs.values()):
+            batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, self.state.epoch)
+            mine = [shard(b, acc.process_index, acc.num_processes) for b in batches[self.state.step_in_epoch:]]
+            # Its own generator: a DataLoader otherwise draws its base seed from the global RNG, which would make
+            # dropout masks depend on where the epoch's iterator was created (and break exact resume).
+            loader = DataLoader(self.train_data, batch_sampler=mine, collate_fn=self.collate_fn,
+                                generator=torch.Generator().manual_seed(cfg.seed))
+            for batch in loader:
+                losses = self.train_step(send_to_device(batch, acc.device))
+                self.state.step_in_epoch += 1
+                self.state.global_step += 1
+                bar.update(1)
+                bar.set_postfix({f"loss_{n}" if len(losses) > 1 else "loss": f"{v:.4f}" for n, v in losses.items()})
+                if self.state.global_step % cfg.log_every == 0:
+                    self.log({"type": "train", "epoch": self.state.epoch, "step": self.state.global_step,
+                              "loss": {n: float(acc.reduce(torch.tensor(v, device=acc.device), "mean"))
+                                       for n, v in losses.items()},
+                              "lr": {n: s.get_last_lr()[0] for n, s in self.schedulers.items()}})
+                if cfg.checkpoint_every and self.state.global_step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.step_hook is not None:
+                    self.step_hook(self)
+            self.end_epoch(bar)
+        bar.close()
+        return self.finish()
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch)
+        losses = {}
+        for name, model in self.models.items():
+            if self.runs[name].stopped:
+                continue
+            model.train()
+            with self.accelerator.autocast():
+                loss = _loss_of(model(**batch))
+            self.accelerator.backward(loss)
+            if self.config.max_grad_norm:
+                self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+            self.optimizers[name].step()
+            self.schedulers[name].step()
+            self.optimizers[name].zero_grad(set_to_none=True)
+            losses[name] = loss.item()
+        return losses
+
+    def end_epoch(self, bar) -> None:
+        cfg = self.config
+        for name, run in self.runs.items():
+            if run.stopped or name not in self.evaluate_fns:
+                continue
+            metrics = self.evaluate(name)
+            run.history.append({"epoch": self.state.epoch, **metrics})
+            self.log({"type": "eval", "model": name, "epoch": self.state.epoch, "step": self.state.global_step,
+                      **metrics})
+            bar.write(f"epoch {self.state.epoch} {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                                      if isinstance(v, (int, float))))
+            if cfg.metric is None:
+                continue
+            if cfg.metric not in metrics:
+                raise KeyError(f"evaluate() returned no {cfg.metric!r}; it returned {sorted(metrics)}")
+            value = float(metrics[cfg.metric])
+            better = run.best_metric is None or (value > run.best_metric if cfg.greater_is_better
+                                                 else value < run.best_metric)
+            if better:
+                run.best_metric, run.best_epoch, run.bad_epochs = value, self.state.epoch, 0
+                if self.is_main:
+                    atomic_save(trainable_state(self.unwrapped(name)), self.output_dir / f"best_{name}.pt")
+            else:
+                run.bad_epochs += 1
+                if cfg.patience is not None and run.bad_epochs >= cfg.patience:
+                    run.stopped = True
+                    bar.write(f"{name}: no improvement of {cfg.metric} for {run.bad_epochs} epoch(s); stopping")
+        self.state.epoch += 1
+        self.state.step_in_epoch = 0
+        self.save_checkpoint()
+
+    @torch.no_grad()
+    def evaluate(self, name: str) -> dict:
+        model = self.unwrapped(name)
+        model.eval()
+        with self.accelerator.autocast():
+            metrics = self.evaluate_fns[name](model)
+        model.train()
+        return {k: float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v
+                for k, v in metrics.items()}
+
+    def finish(self) -> dict:
+        """Restore each model's best weights (when a metric was watched) and write the summary."""
+        self.accelerator.wait_for_everyone()
+        summary = {"steps": self.state.global_step, "epochs_run": self.state.epoch, "runs": {}}
+        for name, run in self.runs.items():
+            best = self.output_dir / f"best_{name}.pt"
+            if self.config.metric is not None and run.best_epoch is not None:
+                load_trainable_state(self.unwrapped(name), torch.load(best, map_location="cpu"))
+            summary["runs"][name] = asdict(run)
+        if self.is_main:
+            (self.output_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    # --------------------------------------------------------------------------------------------- checkpoints
+    def log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.output_dir / METRICS_NAME, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def save_checkpoint(self) -> None:
+        rng = gather_object([_rng_state()])  # one per process, in rank order
+        if self.is_main:
+            atomic_save({
+                "config": asdict(self.config),
+                "loop": asdict(self.state),
+                "rng": rng,
+                "runs": {name: {"state": asdict(run), "model": trainable_state(self.unwrapped(name)),
+                                "optimizer": self.optimizers[name].state_dict(),
+                                "scheduler": self.schedulers[name].state_dict()}
+                         for name, run in self.runs.items()},
+            }, self.output_dir / CHECKPOINT_NAME)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self) -> None:
+        ckpt = torch.load(self.output_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+        changed = {k: (ckpt["config"][k], getattr(self.config, k)) for k in _RESUME_KEYS
+                   if ckpt["config"][k] != getattr(self.config, k)}
+        if changed:
+            raise ValueError(f"{self.output_dir} holds a checkpoint of another run (saved vs now: {changed}); "
+                             "use a new output_dir or resume=False")
+        if set(ckpt["runs"]) != set(self.models):
+            raise ValueError(f"checkpoint trains {sorted(ckpt['runs'])}, this run {sorted(self.models)}")
+        if len(ckpt["rng"]) != self.accelerator.num_processes:
+            raise ValueError(f"checkpoint from {len(ckpt['rng'])} processes, resumed on "
+                             f"{self.accelerator.num_processes}: the data shards would differ")
+        self.state = LoopState(**ckpt["loop"])
+        for name, saved in ckpt["runs"].items():
+            load_trainable_state(self.unwrapped(name), saved["model"])
+            self.optimizers[name].load_state_dict(saved["optimizer"])
+            self.schedulers[name].load_state_dict(saved["scheduler"])
+            self.runs[name] = RunState(**saved["state"])
+        _set_rng_state(ckpt["rng"][self.accelerator.process_index])
+        if self.is_main:  # forget what was logged after the checkpoint: those steps are trained again
+            path = self.output_dir / METRICS_NAME
+            lines = path.read_text().splitlines() if path.is_file() else []
+            kept = [line for line in lines if json.loads(line)["step"] <= self.state.global_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(models, train_data, config: TrainConfig, **kwargs) -> dict:
+    """``Trainer(models, train_data, config, **kwargs).fit()``: the training summary (per model: best metric,
+    best epoch, dev history, whether it stopped early)."""
+    return Trainer(models, train_data, config, **kwargs).fit()
