@@ -8,9 +8,9 @@ does the same with plain string matching, so that every step can be read and mea
 2. :class:`SurfaceMatcher` finds mentions of entities (by label and aliases) in tokenised sentences. It compares
    runs of whole tokens with whitespace removed (:func:`squash`), so ``"U.S."`` matches the token ``U.S.`` as well
    as the tokens ``U . S .``, ``"Convention People's Party"`` matches ``Convention People 's Party``, and a
-   mention may end before a possessive inside a token (``Schneider's``). Exact case wins; a case-insensitive
-   match is taken only where case carries no signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Longest
-   matches win and mentions never overlap.
+   mention may end before a possessive inside a token (``Schneider's``). A case-insensitive match is taken only
+   where case carries no signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Mentions never overlap:
+   exact-case matches are placed first, longest first, then case-insensitive ones in the gaps.
 3. :func:`align_document` emits one record (see :data:`RECORD_FIELDS`) for every triple whose subject and object
    are both mentioned in one sentence.
 4. :func:`evaluate_alignment` runs this on Re-DocRED, whose gold mention positions the aligner never sees, and
@@ -190,7 +190,9 @@ class SurfaceMatcher:
         return text_has_capitals or not surface_has_capitals
 
     def find(self, tokens: Sequence[str], sent_id: int = 0) -> list[Mention]:
-        """Non-overlapping mentions in one sentence, longest first, exact case before case-insensitive."""
+        """Non-overlapping mentions in one sentence: exact-case matches first, then case-insensitive ones; within
+        each, longer (in characters) before shorter, then left to right. Exact first because a case-insensitive
+        hit is the weaker evidence: "lake Saimaa" should not hide an exact "Saimaa"."""
         squashed = [squash(t) for t in tokens]
         candidates = []  # (characters, exact, start token, end token, entity ids)
         for start, first in enumerate(squashed):
@@ -212,7 +214,7 @@ class SurfaceMatcher:
                 text += squashed[last]
                 if text.casefold() not in self.prefixes:
                     break
-        candidates.sort(key=lambda c: (-c[0], not c[1], c[2]))
+        candidates.sort(key=lambda c: (not c[1], -c[0], c[2]))
         taken = [False] * len(tokens)
         mentions = []
         for _, exact, start, end, ids in candidates:
