@@ -25,7 +25,7 @@ import json
 import math
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -755,3 +755,67 @@ def predict_topk(model: KAdapterModel, probe: MaskedLMProbe, text: str, k: int =
     probs = logits[candidates].softmax(-1)
     best = probs.topk(min(k, len(candidates)))
     return [(tokenizer.decode([int(candidates[i])]).strip(), float(p)) for p, i in zip(best.values, best.indices)]
+
+
+def compare_topk(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], text: str,
+                 names: Sequence[str] | None = None, k: int = 10,
+                 vocabulary: CandidateVocabulary | None = None) -> dict[str, list[tuple[str, float]]]:
+    """:func:`predict_topk` for several probes (default: all) on the same cloze statement."""
+    return {name: predict_topk(model, probes[name], text, k, vocabulary) for name in (names or list(probes))}
+
+
+# =====================================================================================================================
+# Adapter combinations, "w/o knowledge" controls, and saving a set of probes
+# =====================================================================================================================
+CONTROL_SUFFIX = "_wo_knowledge"
+
+
+def add_control_adapter(model: KAdapterModel, name: str, seed: int = 0) -> str:
+    """Attach a "w/o knowledge" twin of adapter ``name``: the same config, freshly initialised
+    (:meth:`KnowledgeAdapter.reset_parameters`, where knowledge pre-training starts) under ``seed``; pass the
+    pre-training seed to get exactly its starting point. Returns the twin's name (``name + CONTROL_SUFFIX``)."""
+    from .adapter import KnowledgeAdapter
+
+    trained = model.adapters[name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        control = KnowledgeAdapter(trained.config, model.identity)
+    twin = name + CONTROL_SUFFIX
+    model.add_adapter(twin, control)
+    return twin
+
+
+def probe_variants(adapter_names: Sequence[str], combinations: Sequence[Sequence[str]] | None = None,
+                   controls: bool = True) -> dict[str, list[str]]:
+    """Display name -> adapters read, for the backbone alone, each combination and (with ``controls``) each
+    combination's "w/o knowledge" twin. Default combinations: every single adapter, then all together."""
+    if combinations is None:
+        combinations = [[n] for n in adapter_names] + ([list(adapter_names)] if len(adapter_names) > 1 else [])
+    variants = {"backbone": []}
+    for combo in combinations:
+        variants["+" + "+".join(combo)] = list(combo)
+    if controls:
+        for combo in combinations:
+            variants["+" + "+".join(combo) + " (w/o knowledge)"] = [n + CONTROL_SUFFIX for n in combo]
+    return variants
+
+
+def save_probe_set(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], directory: str | Path) -> Path:
+    """The model with every adapter the probes read (controls included) and each probe in its own folder."""
+    directory = Path(directory)
+    model.save_pretrained(directory / "model")
+    names = {}
+    for i, (name, probe) in enumerate(probes.items()):
+        probe.save_pretrained(directory / "probes" / f"{i:02d}")
+        names[f"{i:02d}"] = name
+    write_json(directory / "probes.json", {"probes": names})
+    return directory
+
+
+def load_probe_set(directory: str | Path, backbone=None) -> tuple[KAdapterModel, dict[str, MaskedLMProbe]]:
+    """Inverse of :func:`save_probe_set` (the backbone is reloaded from its saved name/path unless given)."""
+    directory = Path(directory)
+    model = KAdapterModel.from_pretrained(directory / "model", backbone=backbone)
+    names = json.loads((directory / "probes.json").read_text())["probes"]
+    return model, {name: MaskedLMProbe.from_pretrained(directory / "probes" / folder, model)
+                   for folder, name in names.items()}
