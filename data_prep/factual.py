@@ -428,10 +428,15 @@ def build_factual_pretraining_set(sources: Iterable[str] = DEFAULT_SOURCES, *, h
     return dataset, report
 
 
+def write_factual_stats(report: dict, path: str | Path) -> Path:
+    """The builder's report (counts per step, per source and per relation) as indented JSON."""
+    path = Path(path)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def save_factual_dataset(dataset: DatasetDict, report: dict, directory: str | Path) -> Path:
     """``dataset.save_to_disk(directory)`` plus the report as ``directory/factual_stats.json``; returns the latter."""
     directory = Path(directory)
     dataset.save_to_disk(str(directory))
-    stats = directory / "factual_stats.json"
-    stats.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return stats
+    return write_factual_stats(report, directory / "factual_stats.json")
