@@ -39,7 +39,7 @@ from transformers.activations import ACT2FN
 
 from . import __version__
 from .adapter import load_state_strict
-from .backbone import extract_features
+from .backbone import BackboneFeatures, extract_features
 from .config import BackboneIdentity, FusionConfig, write_json
 from .fusion import Fusion
 from .metrics import macro_average, mean_std, metrics_from_ranks, rank_of_gold
@@ -224,42 +224,76 @@ class MaskedFeatures:
 
 
 @torch.no_grad()
-def masked_position_features(model: KAdapterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                             rows: torch.Tensor, cols: torch.Tensor,
-                             adapter_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """One frozen forward pass; the backbone's last hidden state and each adapter's output at (rows, cols)."""
-    names = list(model.adapter_names if adapter_names is None else adapter_names)
-    taps = sorted({t for n in names for t in model.adapters[n].tap_layers})
+def position_features(model: KAdapterModel, features: BackboneFeatures, rows: torch.Tensor, cols: torch.Tensor,
+                      adapter_names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The backbone's last hidden state and each adapter's output at (rows, cols), from backbone features
+    (live or from the feature cache). Adapters run frozen (eval mode: no dropout)."""
     device = next(model.backbone.parameters()).device
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    feats = extract_features(model.backbone, input_ids, attention_mask, layers=taps)
-    out = {BACKBONE_SOURCE: feats.last_hidden_state[rows, cols].float().cpu()}
-    for name in names:
+    features = features.to(device)
+    out = {BACKBONE_SOURCE: features.last_hidden_state[rows, cols].float().cpu()}
+    for name in adapter_names:
         adapter = model.adapters[name]
         was_training = adapter.training
-        adapter.eval()  # frozen: no dropout, whatever mode the surrounding model is in
-        out[name] = adapter(feats.hidden_states, feats.attention_mask)[rows, cols].float().cpu()
+        adapter.eval()
+        out[name] = adapter(features.hidden_states, features.attention_mask)[rows, cols].float().cpu()
         adapter.train(was_training)
     return out
 
 
-def _collect(model: KAdapterModel, batches: Iterable[tuple[list[list[int]], list[list[int]], list[int]]],
-             adapter_names: Sequence[str] | None, total: int | None, desc: str) -> MaskedFeatures:
-    """Run :func:`masked_position_features` over batches of (sequences, label rows, group ids)."""
+def _taps(model: KAdapterModel, adapter_names: Sequence[str]) -> list[int]:
+    return sorted({t for n in adapter_names for t in model.adapters[n].tap_layers})
+
+
+@torch.no_grad()
+def masked_position_features(model: KAdapterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             rows: torch.Tensor, cols: torch.Tensor,
+                             adapter_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """One live frozen forward pass; the backbone's last hidden state and each adapter's output at (rows, cols)."""
+    names = list(model.adapter_names if adapter_names is None else adapter_names)
+    device = next(model.backbone.parameters()).device
+    feats = extract_features(model.backbone, input_ids.to(device), attention_mask.to(device),
+                             layers=_taps(model, names))
+    return position_features(model, feats, rows, cols, names)
+
+
+def _collect(model: KAdapterModel, sequences: Sequence[Sequence[int]], label_rows: Sequence[Sequence[int]],
+             adapter_names: Sequence[str] | None, batch_size: int, desc: str,
+             cache_root: str | Path | None = None, max_length: int = 512) -> MaskedFeatures:
+    """Features at every labelled position (label != -100) of ``sequences``; row order follows the sequences.
+
+    With ``cache_root`` the backbone states come from :class:`kadapter.cache.FeatureCache` (computed once for these
+    exact token ids and kept on disk, float32), else from a live backbone pass.
+    """
+    names = list(model.adapter_names if adapter_names is None else adapter_names)
+    cache = None
+    if cache_root is not None:
+        from datasets import Dataset
+
+        from .cache import FeatureCache
+
+        encoded = Dataset.from_dict({"input_ids": [list(s) for s in sequences],
+                                     "attention_mask": [[1] * len(s) for s in sequences]})
+        cache = FeatureCache.build(model, encoded, tokenizer=model.tokenizer, max_length=max_length,
+                                   taps=_taps(model, names) or [0], root=cache_root, storage_dtype="float32",
+                                   progress=False)
     pad_id = model.tokenizer.pad_token_id
     sources: dict[str, list[torch.Tensor]] = {}
     labels, groups = [], []
-    for sequences, label_rows, group_ids in tqdm(batches, total=total, desc=desc, leave=False):
-        ids, mask = pad_batch(sequences, pad_id)
-        lab, _ = pad_batch(label_rows, -100)
-        lab[mask == 0] = -100
+    for start in tqdm(range(0, len(sequences), batch_size), desc=desc, leave=False):
+        index = list(range(start, min(start + batch_size, len(sequences))))
+        ids, mask = pad_batch([sequences[i] for i in index], pad_id)
+        lab, _ = pad_batch([label_rows[i] for i in index], -100)
         rows, cols = torch.nonzero(lab != -100, as_tuple=True)
         if rows.numel() == 0:
             continue
-        for key, value in masked_position_features(model, ids, mask, rows, cols, adapter_names).items():
+        if cache is not None:
+            found = position_features(model, cache.features(index, pad_to=ids.shape[1]), rows, cols, names)
+        else:
+            found = masked_position_features(model, ids, mask, rows, cols, names)
+        for key, value in found.items():
             sources.setdefault(key, []).append(value)
         labels.append(lab[rows, cols])
-        groups.append(torch.tensor(group_ids)[rows])
+        groups.append(torch.tensor(index)[rows])
     if not labels:
         raise ValueError("no masked position to collect features from")
     return MaskedFeatures({k: torch.cat(v) for k, v in sources.items()}, torch.cat(labels), torch.cat(groups))
@@ -327,20 +361,17 @@ def mask_tokens(ids: Sequence[int], tokenizer, generator: random.Random, mask_pr
 
 def masked_corpus_features(model: KAdapterModel, texts: Sequence[str], *, mask_prob: float = 0.15,
                            masking_seed: int = 0, max_length: int = 64, batch_size: int = 32,
-                           adapter_names: Sequence[str] | None = None) -> MaskedFeatures:
+                           adapter_names: Sequence[str] | None = None,
+                           cache_root: str | Path | None = None) -> MaskedFeatures:
     """Mask ``texts`` once (BERT 80/10/10, fixed by ``masking_seed``) and keep the frozen features at the masked
-    positions, for the backbone and each adapter in ``adapter_names`` (default: all of the model's)."""
+    positions, for the backbone and each adapter in ``adapter_names`` (default: all of the model's). ``groups``
+    are sentence indices. With ``cache_root`` the backbone pass goes through the feature cache."""
     tokenizer = model.tokenizer
     generator = random.Random(masking_seed)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     masked = [mask_tokens(ids, tokenizer, generator, mask_prob) for ids in encoded]
-
-    def batches():
-        for start in range(0, len(masked), batch_size):
-            chunk = masked[start:start + batch_size]
-            yield [m[0] for m in chunk], [m[1] for m in chunk], list(range(start, start + len(chunk)))
-
-    return _collect(model, batches(), adapter_names, math.ceil(len(masked) / batch_size), "masked corpus features")
+    return _collect(model, [m[0] for m in masked], [m[1] for m in masked], adapter_names, batch_size,
+                    "masked corpus features", cache_root, max_length)
 
 
 # =====================================================================================================================
@@ -557,24 +588,18 @@ def masked_token_accuracy(probe: MaskedLMProbe, data: MaskedFeatures, ks: Sequen
 # The LAMA probe
 # =====================================================================================================================
 def lama_features(model: KAdapterModel, facts: Sequence[dict], adapter_names: Sequence[str] | None = None,
-                  batch_size: int = 64) -> MaskedFeatures:
+                  batch_size: int = 64, cache_root: str | Path | None = None) -> MaskedFeatures:
     """Frozen features at the mask of each fact's filled template; rows follow ``facts`` (labels = gold ids)."""
     from data_prep.lama import fill_template
 
-    tokenizer = model.tokenizer
-
-    def batches():
-        for start in range(0, len(facts), batch_size):
-            sequences, label_rows = [], []
-            for fact in facts[start:start + batch_size]:
-                ids, position = encode_cloze(tokenizer, fill_template(fact["template"], fact["sub_label"]))
-                labels = [-100] * len(ids)
-                labels[position] = fact["gold_id"]
-                sequences.append(ids)
-                label_rows.append(labels)
-            yield sequences, label_rows, list(range(start, start + len(sequences)))
-
-    features = _collect(model, batches(), adapter_names, math.ceil(len(facts) / batch_size), "LAMA features")
+    sequences, label_rows = [], []
+    for fact in facts:
+        ids, position = encode_cloze(model.tokenizer, fill_template(fact["template"], fact["sub_label"]))
+        labels = [-100] * len(ids)
+        labels[position] = fact["gold_id"]
+        sequences.append(ids)
+        label_rows.append(labels)
+    features = _collect(model, sequences, label_rows, adapter_names, batch_size, "LAMA features", cache_root)
     if len(features) != len(facts):
         raise RuntimeError(f"{len(facts)} facts but {len(features)} masked positions")
     return features
@@ -620,7 +645,8 @@ def metrics_by_relation(facts: Sequence[dict], ranks: np.ndarray) -> dict:
 
 def lama_probe(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], facts: Sequence[dict], *,
                vocabulary: CandidateVocabulary | None = None, batch_size: int = 64,
-               held_out: Mapping | None = None, subsets: Mapping[str, set[str]] | None = None) -> dict:
+               held_out: Mapping | None = None, subsets: Mapping[str, set[str]] | None = None,
+               cache_root: str | Path | None = None) -> dict:
     """Probe every model in ``probes`` on the same LAMA facts; returns a JSON-ready dict.
 
     ``facts`` are data_prep LAMA facts (template, sub_label, obj_label, relation, uuid). Facts whose object is not a
@@ -637,7 +663,7 @@ def lama_probe(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], facts:
     if not kept:
         raise ValueError(f"no fact has a single-token object among the candidates: {selection['skipped']}")
     needed = sorted({n for p in probes.values() for n in p.adapter_names})
-    features = lama_features(model, kept, needed, batch_size)
+    features = lama_features(model, kept, needed, batch_size, cache_root)
     ranks, top1 = {}, {}
     for name, probe in probes.items():
         ranks[name], tops = rank_answers(probe, features, vocabulary)

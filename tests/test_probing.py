@@ -202,6 +202,18 @@ def test_masked_features_equal_a_full_forward(minilm):
     assert not torch.allclose(data.sources["factual"], data.sources["factual_wo_knowledge"])
 
 
+def test_masked_features_through_the_feature_cache_equal_live(minilm, tmp_path):
+    texts, _ = general_corpus(10, seed=2)
+    live = masked_corpus_features(minilm, texts, batch_size=4)
+    cached = masked_corpus_features(minilm, texts, batch_size=4, cache_root=tmp_path)
+    again = masked_corpus_features(minilm, texts, batch_size=4, cache_root=tmp_path)  # read back from disk
+    assert len(list(tmp_path.iterdir())) == 1  # one cache folder, reused
+    for data in (cached, again):
+        assert torch.equal(data.labels, live.labels) and torch.equal(data.groups, live.groups)
+        for name, value in live.sources.items():
+            assert torch.allclose(data.sources[name], value, atol=1e-5), name
+
+
 def test_probes_train_side_by_side_only_heads_change(minilm, tmp_path):
     texts, _ = general_corpus(120, seed=1)
     data = masked_corpus_features(minilm, texts)
