@@ -1,0 +1,940 @@
+"""Downstream fine-tuning: settings × seeds, model selection on dev, test evaluated once at the end.
+
+A *setting* says what is trained on top of the backbone (:class:`Setting`): backbone only, ``+F``, ``+L``, ``+F+L``,
+the "w/o knowledge" controls (same adapter architecture, fresh initialisation, frozen or trained) and the
+trivial ``majority`` baseline. :func:`run_finetuning` runs every setting with every seed on one task and returns a
+JSON-ready results dict; :func:`results_table` and :func:`kadapter.plotting.results_bar_chart` show it.
+
+Why it is cheap where it can be: with the backbone *and* the adapters frozen, their outputs are fixed, and the fusion
+is position-wise, so the fused vector at a position depends only on the backbone's and the adapters' vectors at
+that position. We therefore run the backbone and every frozen adapter once per example, keep their outputs at the
+positions the head reads (the ``@``/``#`` markers, or the first token), and train only fusion + head on those
+vectors (:class:`PooledTaskModel`): seeds and settings then cost seconds. Settings with a trained adapter keep the
+backbone's hidden states at the adapters' tap layers and run only the adapters; a trainable backbone runs it all.
+
+Model selection uses dev only: every epoch is scored on dev, the best epoch's weights are restored, and only then
+is test evaluated, once per (setting, seed).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from torch import nn
+from tqdm.auto import tqdm
+
+from .adapter import CONFIG_NAME, KnowledgeAdapter
+from .backbone import BackboneFeatures, backbone_identity, extract_features, load_backbone
+from .baselines import MajorityBaseline, as_label_set
+from .config import AdapterConfig, FusionConfig
+from .encoding import EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset
+from .fusion import Fusion
+from .heads import EntityTypingHead, MultipleChoiceHead, RelationClassificationHead
+from .metrics import (accuracy, classification_metrics, entity_typing_metrics, logits_to_label_sets, mean_std,
+                      semeval_official_score, tacred_metrics)
+from .model import KAdapterModel
+from .training import TrainConfig, train
+
+ENTITY_TYPING, RELATION, MULTIPLE_CHOICE = "entity_typing", "relation_classification", "multiple_choice"
+#: Short letters used in setting names, and the adapter names they stand for.
+ADAPTER_LETTERS = {"F": "factual", "L": "linguistic"}
+RESULTS_NAME = "results.json"
+
+
+# ====================================================================================================== tasks
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: str  # ENTITY_TYPING | RELATION | MULTIPLE_CHOICE
+    metric: str  # the headline metric: model selection on dev and the results table
+    metric_label: str
+    negative_label: str | None = None  # the relation that means "no relation" (not scored as a class)
+
+
+TASKS = {
+    "openentity": TaskSpec("openentity", ENTITY_TYPING, "micro_f1", "OpenEntity loose micro-F1"),
+    "semeval": TaskSpec("semeval", RELATION, "macro_f1",
+                        "SemEval-2010 Task 8 official macro-F1 (9 relations, direction counted, Other excluded)",
+                        negative_label="Other"),
+    "fewrel": TaskSpec("fewrel", RELATION, "accuracy", "FewRel (val_wiki, 16-way supervised) accuracy"),
+    "tacred": TaskSpec("tacred", RELATION, "f1", "TACRED micro-F1 (no_relation excluded)",
+                       negative_label="no_relation"),
+    "cosmosqa": TaskSpec("cosmosqa", MULTIPLE_CHOICE, "accuracy", "CosmosQA accuracy (4-way)"),
+}
+
+
+def score(task: TaskSpec, gold: Sequence, pred: Sequence) -> dict[str, float]:
+    """The task's metrics on aligned gold/predicted labels (names, label sets or answer indices)."""
+    if task.kind == ENTITY_TYPING:
+        return entity_typing_metrics(gold, pred)
+    if task.kind == MULTIPLE_CHOICE:
+        return {"accuracy": accuracy(gold, pred)}
+    if task.name == "semeval":
+        return {**semeval_official_score(gold, pred), "accuracy": accuracy(gold, pred)}
+    if task.name == "tacred":
+        return {**tacred_metrics(gold, pred, task.negative_label), "accuracy": accuracy(gold, pred)}
+    return classification_metrics(gold, pred)
+
+
+# ========================================================================================================= data
+@dataclass
+class TaskData:
+    """Raw train/dev/test records of one task, its label names, and how every split was made."""
+
+    task: TaskSpec
+    splits: DatasetDict
+    labels: list[str] | None  # entity types / relations in head order; None for multiple choice
+    provenance: dict = field(default_factory=dict)
+
+    def gold(self, split: str) -> list:
+        """Gold labels as the metrics want them: label sets, relation names or answer indices."""
+        column = self.splits[split]["labels" if self.task.kind == ENTITY_TYPING else
+                                    "relation" if self.task.kind == RELATION else "label"]
+        return [as_label_set(x) for x in column] if self.task.kind == ENTITY_TYPING else list(column)
+
+
+def _random_split(dataset: Dataset, size: int | float, seed: int) -> tuple[Dataset, Dataset]:
+    """(rest, held-out) with `size` examples (or that fraction) held out at random."""
+    n = len(dataset)
+    k = int(round(size * n)) if isinstance(size, float) else int(size)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return dataset.select(sorted(order[k:])), dataset.select(sorted(order[:k]))
+
+
+def _cap(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return _random_split(dataset, limit, seed)[1]
+
+
+def load_task(name: str, *, limits: Mapping[str, int | None] | None = None, dev_fraction: float = 0.1,
+              test_fraction: float = 0.2, data_seed: int = 0) -> TaskData:
+    """Train/dev/test for a task, the same for every setting and seed (splits and subsamples use `data_seed`).
+
+    * ``openentity``: the official ERNIE-format train/dev/test (1,998 each); 9 types from ``tags.txt``.
+    * ``semeval``: official train (8,000) minus a random ``dev_fraction`` held out as dev; official test (2,717).
+    * ``fewrel``: ``val_wiki`` (11,200, 16 relations) split at random into train / dev / test.
+    * ``tacred``: the public 60-example TACRED sample (train/dev/test of 20): a format check, not an experiment.
+    * ``cosmosqa``: the labelled dev set split *by context* into train / dev / test (no context in two splits).
+
+    ``limits`` caps each split by random subsampling, e.g. ``{"train": 1000}``; what was done is recorded.
+    """
+    from data_prep import eval_sets as es
+
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    task, reports, how = TASKS[name], {}, ""
+    if name == "openentity":
+        parts = {}
+        for split in ("train", "dev", "test"):
+            parts[split], reports[split] = es.load_openentity(split)
+        labels = es.openentity_types()
+        how = "official ERNIE-format train/dev/test"
+    elif name == "semeval":
+        full, reports["train"] = es.load_semeval2010("train")
+        train, dev = _random_split(full, dev_fraction, data_seed)
+        test, reports["test"] = es.load_semeval2010("test")
+        parts = {"train": train, "dev": dev, "test": test}
+        labels = list(es.SEMEVAL_LABELS)
+        how = f"official train minus a random {dev_fraction:.0%} dev (seed {data_seed}); official test"
+    elif name == "fewrel":
+        full, reports["all"] = es.load_fewrel("val_wiki")
+        rest, test = _random_split(full, test_fraction, data_seed)
+        train, dev = _random_split(rest, dev_fraction / (1 - test_fraction), data_seed + 1)
+        parts = {"train": train, "dev": dev, "test": test}
+        labels = sorted(set(full["relation"]))
+        how = f"val_wiki split at random {1 - dev_fraction - test_fraction:.0%}/{dev_fraction:.0%}/" \
+              f"{test_fraction:.0%} (seed {data_seed})"
+    elif name == "tacred":
+        parts = {}
+        for split in ("train", "dev", "test"):
+            parts[split], reports[split] = es.load_tacred_sample(split)
+        labels = sorted({r for d in parts.values() for r in d["relation"]})
+        how = "the public 60-example TACRED sample (format fixture; the full set is LDC-licensed)"
+    else:  # cosmosqa
+        full, reports["all"] = es.load_cosmosqa()
+        outer = es.split_by_context(full, test_size=test_fraction, seed=data_seed)
+        inner = es.split_by_context(outer["train"], test_size=dev_fraction / (1 - test_fraction), seed=data_seed + 1)
+        parts = {"train": inner["train"], "dev": inner["test"], "test": outer["test"]}
+        labels = None
+        how = f"official dev set split by context into train/dev/test (~{1 - dev_fraction - test_fraction:.0%}/" \
+              f"{dev_fraction:.0%}/{test_fraction:.0%}, seed {data_seed})"
+    sizes = {split: len(d) for split, d in parts.items()}
+    limits = dict(limits or {})
+    parts = {split: _cap(d, limits.get(split), data_seed + 7) for split, d in parts.items()}
+    provenance = {
+        "task": name, "splits": how, "full_sizes": sizes, "used_sizes": {s: len(d) for s, d in parts.items()},
+        "subsampled": {s: f"{len(d)} of {sizes[s]}, random (seed {data_seed + 7})"
+                       for s, d in parts.items() if len(d) < sizes[s]},
+        "skipped": {s: r.to_dict() for s, r in reports.items()},
+    }
+    return TaskData(task, DatasetDict(parts), labels, provenance)
+
+
+# ===================================================================================================== encoding
+def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[DatasetDict, dict[str, dict]]:
+    """Every split as model inputs with ``positions`` (the sequence positions the head reads) and ``labels``.
+
+    Returns the encoded splits and, per split, :class:`EncodingStats` as a dict (how many inputs were truncated
+    around their markers so that the markers survive).
+    """
+    kind, label2id = data.task.kind, {label: i for i, label in enumerate(data.labels or [])}
+    encoded, stats = {}, {}
+    for split, records in data.splits.items():
+        if kind == RELATION:
+            enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id)
+            enc = enc.map(lambda r: {"positions": [r["subj_pos"], r["obj_pos"]]},
+                          remove_columns=["subj_pos", "obj_pos"], desc="positions")
+        elif kind == ENTITY_TYPING:
+            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
+                                                        "entity_pos"),
+                              remove_columns=records.column_names, desc="encode entity typing")
+            st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
+                               label_counts=dict(sorted(_count(t for ls in records["labels"] for t in ls).items())))
+        else:
+            enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
+                                                               max_length, r["label"]),
+                              remove_columns=records.column_names, desc="encode multiple choice")
+            st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
+                               label_counts=dict(sorted(_count(records["label"]).items())))
+        encoded[split], stats[split] = enc, st.to_dict()
+    return DatasetDict(encoded), stats
+
+
+def _with_positions(encoded: dict, key: str) -> dict:
+    encoded["positions"] = [encoded.pop(key)]
+    return encoded
+
+
+def _count(values) -> dict:
+    counts: dict = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+# ===================================================================================================== settings
+RANDOM_INIT = "random"
+
+
+@dataclass
+class Setting:
+    """One row of a results table: what sits on the backbone and what is trained.
+
+    ``adapters`` maps adapter names to saved adapter directories. With ``knowledge=False`` ("w/o knowledge")
+    each adapter keeps the architecture read from its directory but starts from a fresh initialisation, exactly
+    where knowledge pre-training starts, and no pre-trained weights are loaded. ``baseline="majority"`` trains
+    nothing and predicts the training majority.
+    """
+
+    name: str
+    adapters: dict[str, str] = field(default_factory=dict)
+    knowledge: bool = True
+    adapters_trainable: bool = False
+    fusion: str = "concat"
+    backbone_trainable: bool = False
+    baseline: str | None = None
+
+    def __post_init__(self) -> None:
+        FusionConfig(self.fusion)  # validates the mode
+        if self.baseline not in (None, "majority"):
+            raise ValueError(f"unknown baseline {self.baseline!r}")
+        if not self.knowledge and not self.adapters:
+            raise ValueError(f"setting {self.name!r}: 'w/o knowledge' needs adapters whose architecture to copy")
+        self.adapters = {name: str(path) for name, path in self.adapters.items()}
+
+    @property
+    def mode(self) -> str:
+        """How its features are computed: ``baseline``, ``pooled`` (everything below the fusion frozen),
+        ``taps`` (trained adapters over cached backbone states) or ``tokens`` (the backbone is trained)."""
+        if self.baseline:
+            return "baseline"
+        if self.backbone_trainable:
+            return "tokens"
+        return "taps" if self.adapters and self.adapters_trainable else "pooled"
+
+    def adapter_keys(self, random_seed: int | None) -> dict[str, str]:
+        """Adapter name -> identity of its (frozen) weights, so identical adapters are computed once."""
+        if self.knowledge:
+            return {name: f"{name}@{path}" for name, path in self.adapters.items()}
+        return {name: f"{name}@{path}#{RANDOM_INIT}{random_seed}" for name, path in self.adapters.items()}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Setting":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def setting_name(letters: Sequence[str], *, knowledge: bool = True, adapters_trainable: bool = False,
+                 fusion: str = "concat", backbone_trainable: bool = False) -> str:
+    """``backbone``, ``+F``, ``+F+L``, ``+F (w/o knowledge, frozen)`` ...; a trained backbone or ``add`` fusion
+    is spelled out after a ``|`` so two regimes never share a name."""
+    name = "".join(f"+{x}" for x in letters) if letters else "backbone"
+    if not knowledge:
+        name += f" (w/o knowledge, {'trained' if adapters_trainable else 'frozen'})"
+    elif adapters_trainable and letters:
+        name += " (adapters trained)"
+    if fusion != "concat" and letters:
+        name += f" | {fusion} fusion"
+    if backbone_trainable:
+        name += " | backbone trained"
+    return name
+
+
+def standard_settings(adapter_dirs: Mapping[str, str | Path], *, fusion: str = "concat",
+                      backbone_trainable: bool = False, combinations: Sequence[str] = ("F", "L", "F+L"),
+                      controls: Sequence[str] = ("F",), trained_controls: Sequence[str] = ("F",),
+                      majority: bool = True) -> list[Setting]:
+    """The comparison of issues 5 and 7 on one task.
+
+    ``adapter_dirs`` maps letters (``F``, ``L``) to saved adapter directories. Rows: ``majority``, ``backbone``,
+    each knowledge combination (adapters frozen, as in the paper), then the "w/o knowledge" controls: for each
+    combination in ``controls`` the same adapters freshly initialised and frozen, and for each in
+    ``trained_controls`` the same but trained on the task (capacity matched on both sides).
+    """
+    def adapters(combo: str) -> dict[str, str]:
+        letters = combo.split("+")
+        missing = [x for x in letters if x not in adapter_dirs]
+        if missing:
+            raise ValueError(f"no adapter directory for {missing} (have {sorted(adapter_dirs)})")
+        return {ADAPTER_LETTERS.get(x, x): str(adapter_dirs[x]) for x in letters}
+
+    common = dict(fusion=fusion, backbone_trainable=backbone_trainable)
+    settings = [Setting("majority", baseline="majority")] if majority else []
+    settings.append(Setting(setting_name((), backbone_trainable=backbone_trainable),
+                            backbone_trainable=backbone_trainable))
+    for combo in combinations:
+        settings.append(Setting(setting_name(combo.split("+"), **common), adapters(combo), **common))
+    for combo, trained in [(c, False) for c in controls] + [(c, True) for c in trained_controls]:
+        settings.append(Setting(setting_name(combo.split("+"), knowledge=False, adapters_trainable=trained,
+                                             **common),
+                                adapters(combo), knowledge=False, adapters_trainable=trained, **common))
+    return settings
+
+
+def build_adapter(setting: Setting, name: str, backbone_identity_, seed: int | None) -> KnowledgeAdapter:
+    """The adapter `name` of a setting: its saved weights, or ("w/o knowledge") a fresh one of the same
+    architecture initialised from `seed`."""
+    path = Path(setting.adapters[name])
+    if setting.knowledge:
+        return KnowledgeAdapter.from_pretrained(path, backbone=backbone_identity_)
+    payload = json.loads((path / CONFIG_NAME).read_text())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed if seed is not None else 0)
+        return KnowledgeAdapter(AdapterConfig.from_dict(payload["adapter"]), backbone_identity_)
+
+
+def save_untrained_adapter(directory: str | Path, backbone, config: AdapterConfig, seed: int = 0,
+                           **metadata) -> Path:
+    """A freshly initialised adapter saved as a directory: stands in for a trained adapter in smoke runs and
+    tests (so they never depend on ``runs/``)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        adapter = KnowledgeAdapter(config, backbone_identity(backbone))
+    return adapter.save_pretrained(directory, untrained=True, **metadata)
+
+
+# ===================================================================================================== features
+@dataclass
+class SplitFeatures:
+    """One split's fixed features.
+
+    ``backbone`` / ``adapters[key]``: vectors at the head's positions, (N, P, H), or (N, C, P, H) for C choices.
+    ``taps``: per sequence, the backbone's hidden states at ``tap_layers`` then its last layer, (L+1, T, H),
+    float16, kept only when some setting trains its adapters. ``positions``: (N, P) or (N, C, P).
+    """
+
+    backbone: torch.Tensor
+    adapters: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    positions: torch.Tensor
+    taps: list[torch.Tensor] | None = None
+    tap_layers: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return self.backbone.shape[0]
+
+
+def _sequences(encoded: Dataset, kind: str) -> tuple[list[dict], int]:
+    """Flatten an encoded split into single sequences (a multiple-choice example gives one per choice)."""
+    seqs = []
+    if kind == MULTIPLE_CHOICE:
+        choices = len(encoded[0]["input_ids"])
+        for ex in encoded:
+            for c in range(choices):
+                seqs.append({"input_ids": ex["input_ids"][c],
+                             "token_type_ids": ex["token_type_ids"][c] if "token_type_ids" in ex else None,
+                             "positions": [0]})
+        return seqs, choices
+    for ex in encoded:
+        seqs.append({"input_ids": ex["input_ids"], "token_type_ids": ex.get("token_type_ids"),
+                     "positions": ex["positions"]})
+    return seqs, 0
+
+
+@torch.no_grad()
+def extract_split_features(backbone, encoded: Dataset, kind: str, adapters: Mapping[str, KnowledgeAdapter], *,
+                           pad_token_id: int, keep_taps: bool = False, tap_layers: Sequence[int] = (),
+                           batch_size: int = 64, desc: str = "features", progress: bool = True) -> SplitFeatures:
+    """Run the frozen backbone (and every frozen adapter in `adapters`, keyed by weight identity) once over a split.
+
+    Sequences are batched by length (little padding); results are put back in the split's order.
+    """
+    seqs, choices = _sequences(encoded, kind)
+    taps = tuple(sorted(set(tap_layers) | {t for a in adapters.values() for t in a.tap_layers}))
+    for adapter in adapters.values():
+        adapter.eval()
+    n_pos = len(seqs[0]["positions"])
+    hidden = backbone.config.hidden_size
+    pooled = torch.zeros(len(seqs), n_pos, hidden)
+    pooled_adapters = {key: torch.zeros(len(seqs), n_pos, hidden) for key in adapters}
+    kept_taps: list[torch.Tensor | None] = [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]["input_ids"]))
+    device = next(backbone.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        rows = order[start:start + batch_size]
+        width = max(len(seqs[i]["input_ids"]) for i in rows)
+        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        types = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            n = len(seqs[i]["input_ids"])
+            ids[r, :n], mask[r, :n] = torch.tensor(seqs[i]["input_ids"]), 1
+            if seqs[i]["token_type_ids"] is not None:
+                types[r, :n] = torch.tensor(seqs[i]["token_type_ids"])
+        has_types = seqs[rows[0]]["token_type_ids"] is not None
+        feats = extract_features(backbone, ids.to(device), mask.to(device), types.to(device) if has_types else None,
+                                 taps)
+        positions = torch.tensor([seqs[i]["positions"] for i in rows], device=device)
+        batch_index = torch.arange(len(rows), device=device)[:, None]
+        pooled[rows] = feats.last_hidden_state[batch_index, positions].float().cpu()
+        for key, adapter in adapters.items():
+            out = adapter(feats.hidden_states, feats.attention_mask)
+            pooled_adapters[key][rows] = out[batch_index, positions].float().cpu()
+        if keep_taps:
+            stacked = torch.stack([feats.hidden_states[t] for t in taps] + [feats.last_hidden_state], dim=1)
+            for r, i in enumerate(rows):
+                kept_taps[i] = stacked[r, :, : int(mask[r].sum())].to(torch.float16).cpu().clone()
+    positions = torch.tensor([s["positions"] for s in seqs])
+    labels = torch.tensor(encoded["labels"])
+    if choices:  # back to (examples, choices, ...)
+        pooled = pooled.view(-1, choices, n_pos, hidden)
+        pooled_adapters = {k: v.view(-1, choices, n_pos, hidden) for k, v in pooled_adapters.items()}
+        positions = positions.view(-1, choices, n_pos)
+    return SplitFeatures(pooled, pooled_adapters, labels, positions, kept_taps if keep_taps else None, taps)
+
+
+# ======================================================================================================= models
+def make_head(kind: str, hidden_size: int, num_labels: int | None, dropout: float = 0.1) -> nn.Module:
+    if kind == ENTITY_TYPING:
+        return EntityTypingHead(hidden_size, num_labels, dropout)
+    if kind == RELATION:
+        return RelationClassificationHead(hidden_size, num_labels, dropout)
+    return MultipleChoiceHead(hidden_size, dropout)
+
+
+def head_inputs(kind: str, positions: torch.Tensor, num_choices: int | None = None) -> dict:
+    """The head's keyword inputs from the (sequences, P) positions it reads."""
+    if kind == ENTITY_TYPING:
+        return {"entity_pos": positions[:, 0]}
+    if kind == RELATION:
+        return {"subj_pos": positions[:, 0], "obj_pos": positions[:, 1]}
+    return {"num_choices": num_choices}
+
+
+class PooledTaskModel(nn.Module):
+    """Fusion + head on vectors already taken at the head's positions (backbone and adapters frozen).
+
+    Exact, not an approximation: both fusions act on each position separately, so fusing first and then reading
+    the marker position gives the same vector as reading it first.
+    """
+
+    def __init__(self, kind: str, fusion: Fusion, head: nn.Module):
+        super().__init__()
+        self.kind, self.fusion, self.head = kind, fusion, head
+
+    def forward(self, backbone: torch.Tensor, adapters: Mapping[str, torch.Tensor], labels=None):
+        num_choices = None
+        if backbone.dim() == 4:  # (batch, choices, P, H)
+            num_choices = backbone.shape[1]
+            backbone = backbone.flatten(0, 1)
+            adapters = {n: a.flatten(0, 1) for n, a in adapters.items()}
+        fused = self.fusion(backbone, dict(adapters))
+        positions = torch.arange(fused.shape[1], device=fused.device).expand(fused.shape[0], -1)
+        return self.head(fused, None, labels=labels, **head_inputs(self.kind, positions, num_choices))
+
+
+class SequenceTaskModel(nn.Module):
+    """A ``KAdapterModel`` + head over whole sequences: trained adapters on cached backbone states (``features``),
+    or a trained backbone from token ids (``backbone_trainable``)."""
+
+    def __init__(self, kind: str, encoder: KAdapterModel, head: nn.Module, backbone_trainable: bool = False):
+        super().__init__()
+        self.kind, self.encoder, self.head = kind, encoder, head
+        self.backbone_trainable = backbone_trainable
+        if backbone_trainable:
+            # The core model freezes its backbone; the paper's fine-tuning recipe trains it, so we unfreeze it
+            # here and compute its features with autograd (the core's backbone_features runs under no_grad).
+            encoder.backbone.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "SequenceTaskModel":
+        super().train(mode)
+        if self.backbone_trainable:
+            self.encoder.backbone.train(mode)  # KAdapterModel.train keeps a frozen backbone in eval: undo that
+        return self
+
+    def forward(self, positions, labels=None, features: BackboneFeatures | None = None, input_ids=None,
+                attention_mask=None, token_type_ids=None, num_choices: int | None = None):
+        if features is None:
+            features = self._features_with_grad(input_ids, attention_mask, token_type_ids)
+        out = self.encoder(features=features)
+        return self.head(out.last_hidden_state, out.attention_mask, labels=labels,
+                         **head_inputs(self.kind, positions, num_choices))
+
+    def _features_with_grad(self, input_ids, attention_mask, token_type_ids) -> BackboneFeatures:
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        out = self.encoder.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                                    **kwargs)
+        return BackboneFeatures({t: out.hidden_states[t] for t in self.encoder.tap_layers}, out.last_hidden_state,
+                                attention_mask)
+
+
+# ================================================================================================ data loaders
+class PooledDataset(torch.utils.data.Dataset):
+    """Items ``{backbone, adapters: {name: tensor}, labels}`` for :class:`PooledTaskModel`."""
+
+    def __init__(self, feats: SplitFeatures, adapter_keys: Mapping[str, str]):
+        self.feats, self.adapter_keys = feats, dict(adapter_keys)
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"backbone": self.feats.backbone[i],
+                "adapters": {n: self.feats.adapters[k][i] for n, k in self.adapter_keys.items()},
+                "labels": self.feats.labels[i]}
+
+
+class TapsDataset(torch.utils.data.Dataset):
+    """Items holding an example's cached backbone states (one tensor per sequence), for trained adapters."""
+
+    def __init__(self, feats: SplitFeatures):
+        if feats.taps is None:
+            raise ValueError("these features were extracted without keep_taps")
+        self.feats = feats
+        self.choices = feats.backbone.shape[1] if feats.backbone.dim() == 4 else 0
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> dict:
+        if self.choices:
+            seqs = self.feats.taps[i * self.choices:(i + 1) * self.choices]
+        else:
+            seqs = [self.feats.taps[i]]
+        return {"taps": seqs, "positions": self.feats.positions[i], "labels": self.feats.labels[i]}
+
+
+def collate_taps(tap_layers: Sequence[int]):
+    """Pad cached backbone states into ``BackboneFeatures`` (choices flattened into the batch)."""
+    def collate(items: list[dict]) -> dict:
+        seqs = [s for item in items for s in item["taps"]]
+        width = max(s.shape[1] for s in seqs)
+        layers, hidden = seqs[0].shape[0], seqs[0].shape[2]
+        states = torch.zeros(len(seqs), layers, width, hidden)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            states[i, :, : s.shape[1]] = s.float()
+            mask[i, : s.shape[1]] = 1
+        features = BackboneFeatures({t: states[:, j] for j, t in enumerate(tap_layers)}, states[:, -1], mask)
+        positions = torch.stack([item["positions"] for item in items])
+        batch = {"features": features, "positions": positions.flatten(0, 1) if positions.dim() == 3 else positions,
+                 "labels": torch.stack([item["labels"] for item in items])}
+        if len(items[0]["taps"]) > 1 or positions.dim() == 3:
+            batch["num_choices"] = len(items[0]["taps"])
+        return batch
+
+    return collate
+
+
+class TokensDataset(torch.utils.data.Dataset):
+    def __init__(self, encoded: Dataset, kind: str):
+        self.encoded, self.kind = encoded, kind
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.encoded[i]
+
+
+def collate_tokens(kind: str, pad_token_id: int):
+    """Pad token ids for a trained backbone (choices flattened into the batch)."""
+    def collate(items: list[dict]) -> dict:
+        if kind == MULTIPLE_CHOICE:
+            choices = len(items[0]["input_ids"])
+            seqs = [{"input_ids": ex["input_ids"][c],
+                     "token_type_ids": ex["token_type_ids"][c] if "token_type_ids" in ex else None}
+                    for ex in items for c in range(choices)]
+            positions = torch.zeros(len(seqs), 1, dtype=torch.long)
+        else:
+            choices = None
+            seqs = [{"input_ids": ex["input_ids"], "token_type_ids": ex.get("token_type_ids")} for ex in items]
+            positions = torch.tensor([ex["positions"] for ex in items])
+        width = max(len(s["input_ids"]) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        types = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            n = len(s["input_ids"])
+            ids[i, :n], mask[i, :n] = torch.tensor(s["input_ids"]), 1
+            if s["token_type_ids"] is not None:
+                types[i, :n] = torch.tensor(s["token_type_ids"])
+        batch = {"input_ids": ids, "attention_mask": mask, "positions": positions,
+                 "labels": torch.tensor([ex["labels"] for ex in items])}
+        if seqs[0]["token_type_ids"] is not None:
+            batch["token_type_ids"] = types
+        if choices:
+            batch["num_choices"] = choices
+        return batch
+
+    return collate
+
+
+# =================================================================================================== evaluation
+@torch.no_grad()
+def predict(model: nn.Module, dataset: torch.utils.data.Dataset, collate_fn, batch_size: int = 256) -> torch.Tensor:
+    """The model's logits over a dataset, in order (eval mode)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    from accelerate.utils import send_to_device
+
+    logits = []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn)
+    for batch in loader:
+        batch = send_to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+        logits.append(model(**batch).logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(logits)
+
+
+def decode(task: TaskSpec, logits: torch.Tensor, labels: Sequence[str] | None) -> list:
+    """Logits -> predictions in the gold labels' form."""
+    if task.kind == ENTITY_TYPING:
+        return [frozenset(s) for s in logits_to_label_sets(logits, labels)]
+    best = logits.argmax(-1).tolist()
+    return best if task.kind == MULTIPLE_CHOICE else [labels[i] for i in best]
+
+
+def evaluate_split(model: nn.Module, dataset, collate_fn, data: TaskData, split: str,
+                   batch_size: int = 256) -> tuple[dict[str, float], list]:
+    """Score the model on one split: (metrics, predictions). The runner calls it on ``test`` exactly once per run."""
+    pred = decode(data.task, predict(model, dataset, collate_fn, batch_size), data.labels)
+    return score(data.task, data.gold(split), pred), pred
+
+
+def majority_predictions(data: TaskData, split: str) -> tuple[list, MajorityBaseline]:
+    """The training majority (label, label set or answer index) predicted for every example of `split`."""
+    baseline = MajorityBaseline().fit(data.gold("train"))
+    return baseline.predict(len(data.splits[split])), baseline
+
+
+# ======================================================================================================= runner
+@dataclass
+class FineTuneConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3  # fusion + head on frozen features
+    adapter_learning_rate: float = 1e-4  # settings whose adapters are trained
+    backbone_learning_rate: float = 2e-5  # settings whose backbone is trained (the paper's recipe)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    patience: int | None = 3  # epochs without dev improvement before stopping
+    dropout: float = 0.1
+    max_length: int = 128
+    feature_batch_size: int = 64
+    eval_batch_size: int = 256
+    # The "w/o knowledge" adapters are initialised from this seed, once, and shared by every run seed: the
+    # knowledge adapters are also one fixed draw. None: a fresh random adapter per run seed (costs one more
+    # adapter pass over the data per seed when frozen).
+    random_adapter_seed: int | None = 0
+    progress: bool = True
+
+    def learning_rate_for(self, setting: Setting) -> float:
+        if setting.backbone_trainable:
+            return self.backbone_learning_rate
+        return self.adapter_learning_rate if setting.adapters_trainable and setting.adapters else self.learning_rate
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "setting"
+
+
+def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[int], config: FineTuneConfig,
+                   output_dir: str | Path, backbone=None, tokenizer=None) -> dict:
+    """Every setting × seed on one task. Returns (and writes to ``output_dir/results.json``) the results dict.
+
+    Finished runs are kept in ``output_dir/<setting>/seed<k>/run.json`` and reused when the same configuration is
+    run again, so an interrupted table resumes where it stopped.
+    """
+    t0 = time.time()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if backbone is None:
+        backbone, tokenizer = load_backbone()
+    backbone.eval()
+    identity = backbone_identity(backbone)
+    names = [s.name for s in settings]
+    if len(set(names)) != len(names):
+        raise ValueError(f"setting names must be unique: {names}")
+
+    encoded, encoding_stats = encode_task(data, tokenizer, config.max_length)
+    features, feature_seconds = _features_for(settings, seeds, data, encoded, backbone, identity, tokenizer, config)
+
+    runs = []
+    for setting in settings:
+        for seed in ([None] if setting.baseline else seeds):
+            run_dir = output_dir / _slug(setting.name) / (f"seed{seed}" if seed is not None else "baseline")
+            record = _load_finished(run_dir, setting, seed, config, data)
+            if record is None:
+                _start_fresh_if_changed(run_dir, _run_identity(setting, seed, config, data))
+                record = _run_one(setting, seed, data, encoded, features, backbone, identity, tokenizer, config,
+                                  run_dir)
+                _write_json(run_dir / "run.json", record)
+            runs.append(record)
+
+    results = {
+        "task": data.task.name, "metric": data.task.metric, "metric_label": data.task.metric_label,
+        "backbone": identity.to_dict(), "seeds": list(seeds), "config": asdict(config),
+        "data": {**data.provenance, "encoding": encoding_stats},
+        "settings": [s.to_dict() for s in settings],
+        "runs": [{k: v for k, v in r.items() if k != "test_predictions"} for r in runs],
+        "summary": summarize(runs, data.task.metric, names),
+        "paper_reference": paper_reference(data.task.name),
+        "seconds": {"features": feature_seconds, "total": time.time() - t0},
+    }
+    _write_json(output_dir / RESULTS_NAME, results)
+    return results
+
+
+def _features_for(settings, seeds, data, encoded, backbone, identity, tokenizer, config):
+    """Backbone vectors + every frozen adapter's vectors (+ backbone tap states when some adapter is trained)."""
+    t0 = time.time()
+    frozen: dict[str, KnowledgeAdapter] = {}
+    keep_taps, tap_layers = False, set()
+    for setting in settings:
+        if setting.mode == "pooled" and setting.adapters:
+            for seed in _adapter_seeds(setting, seeds, config):
+                for name, key in setting.adapter_keys(seed).items():
+                    if key not in frozen:
+                        frozen[key] = build_adapter(setting, name, identity, seed)
+        if setting.mode == "taps":
+            keep_taps = True
+            for name in setting.adapters:
+                tap_layers.update(build_adapter(setting, name, identity, 0).tap_layers)
+    if not any(s.mode in ("pooled", "taps") for s in settings):
+        return {}, 0.0
+    features = {
+        split: extract_split_features(backbone, enc, data.task.kind, frozen, pad_token_id=tokenizer.pad_token_id,
+                                      keep_taps=keep_taps, tap_layers=sorted(tap_layers),
+                                      batch_size=config.feature_batch_size, desc=f"features {split}",
+                                      progress=config.progress)
+        for split, enc in encoded.items()
+    }
+    return features, time.time() - t0
+
+
+def _adapter_seeds(setting: Setting, seeds, config: FineTuneConfig) -> list:
+    if setting.knowledge:
+        return [None]
+    return [config.random_adapter_seed] if config.random_adapter_seed is not None else list(seeds)
+
+
+def _run_identity(setting: Setting, seed, config: FineTuneConfig, data: TaskData) -> dict:
+    return {"setting": setting.to_dict(), "seed": seed, "config": {k: v for k, v in asdict(config).items()
+                                                                     if k not in ("progress",)},
+            "data": data.provenance.get("used_sizes")}
+
+
+def _load_finished(run_dir: Path, setting, seed, config, data) -> dict | None:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("identity") == _run_identity(setting, seed, config, data) else None
+
+
+def _start_fresh_if_changed(run_dir: Path, identity: dict) -> None:
+    """A trainer checkpoint is resumed only by the same run: another setting under this name starts afresh."""
+    import shutil
+
+    path = run_dir / "identity.json"
+    if path.is_file() and json.loads(path.read_text()) != identity:
+        shutil.rmtree(run_dir / "trainer", ignore_errors=True)
+    _write_json(path, identity)
+
+
+def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, features: dict, backbone, identity,
+             tokenizer, config: FineTuneConfig, run_dir: Path) -> dict:
+    t0 = time.time()
+    record = {"setting": setting.name, "seed": seed, "identity": _run_identity(setting, seed, config, data)}
+    if setting.baseline:
+        for split in ("dev", "test"):
+            pred, baseline = majority_predictions(data, split)
+            record[split] = score(data.task, data.gold(split), pred)
+        record["majority"] = _jsonable(baseline.overall)
+        record["majority_train_share"] = baseline.share()
+        record.update(best_epoch=None, history=[], trainable_parameters=0, seconds=time.time() - t0)
+        return record
+
+    model, train_set, dev_set, test_set, collate = _build(setting, seed, data, encoded, features, backbone,
+                                                          identity, tokenizer, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    metric = data.task.metric
+    train_config = TrainConfig(
+        output_dir=str(run_dir / "trainer"), epochs=config.epochs, batch_size=config.batch_size,
+        learning_rate=config.learning_rate_for(setting), weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio, seed=seed, metric=metric, patience=config.patience, cpu=True,
+        progress=config.progress, log_every=50)
+
+    def on_dev(m):
+        return evaluate_split(m, dev_set, collate, data, "dev", config.eval_batch_size)[0]
+
+    summary = train(model, train_set, train_config, collate_fn=collate, evaluate=on_dev)
+    run = summary["runs"]["model"]
+    # The best epoch's weights are back in `model`; test is looked at now, once.
+    record["test"], test_pred = evaluate_split(model, test_set, collate, data, "test", config.eval_batch_size)
+    record["dev"] = {k: v for k, v in run["history"][run["best_epoch"]].items() if k != "epoch"}
+    record.update(best_epoch=run["best_epoch"], epochs_run=summary["epochs_run"], stopped_early=run["stopped"],
+                  history=run["history"], trainable_parameters=trainable, seconds=time.time() - t0,
+                  test_predictions=[_jsonable(p) for p in test_pred])
+    return record
+
+
+def _build(setting: Setting, seed, data: TaskData, encoded, features, backbone, identity, tokenizer,
+           config: FineTuneConfig):
+    """The model to train and its train/dev/test datasets and collate function, initialised from `seed`."""
+    kind, hidden = data.task.kind, identity.hidden_size
+    num_labels = len(data.labels) if data.labels else None
+    torch.manual_seed(seed)  # head and fusion initialisation
+    adapter_seed = config.random_adapter_seed if config.random_adapter_seed is not None else seed
+    if setting.mode == "pooled":
+        keys = setting.adapter_keys(adapter_seed)
+        fusion = Fusion(FusionConfig(setting.fusion, list(setting.adapters)), hidden)
+        model = PooledTaskModel(kind, fusion, make_head(kind, hidden, num_labels, config.dropout))
+        sets = [PooledDataset(features[s], keys) for s in ("train", "dev", "test")]
+        return (model, *sets, torch.utils.data.default_collate)
+
+    adapters = {name: build_adapter(setting, name, identity, adapter_seed) for name in setting.adapters}
+    torch.manual_seed(seed)
+    base = copy.deepcopy(backbone) if setting.backbone_trainable else backbone
+    encoder = KAdapterModel(base, adapters, fusion=setting.fusion, tokenizer=tokenizer)
+    for adapter in encoder.adapters.values():
+        adapter.requires_grad_(setting.adapters_trainable)
+    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout),
+                              backbone_trainable=setting.backbone_trainable)
+    if setting.mode == "taps":
+        feats = features["train"]
+        sets = [TapsDataset(features[s]) for s in ("train", "dev", "test")]
+        return (model, *sets, collate_taps(feats.tap_layers))
+    sets = [TokensDataset(encoded[s], kind) for s in ("train", "dev", "test")]
+    return (model, *sets, collate_tokens(kind, tokenizer.pad_token_id))
+
+
+def _jsonable(value):
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# ====================================================================================================== results
+def summarize(runs: Sequence[Mapping], metric: str, order: Sequence[str] | None = None) -> list[dict]:
+    """Per setting: mean ± std (sample std over seeds) of the headline metric on dev and test."""
+    by_setting: dict[str, list] = {}
+    for run in runs:
+        by_setting.setdefault(run["setting"], []).append(run)
+    rows = []
+    for name in order or list(by_setting):
+        group = by_setting.get(name, [])
+        if not group:
+            continue
+        row = {"setting": name, "n_seeds": len(group), "seeds": [r["seed"] for r in group],
+               "trainable_parameters": group[0].get("trainable_parameters", 0)}
+        for split in ("dev", "test"):
+            row[f"{split}_mean"], row[f"{split}_std"] = mean_std([r[split][metric] for r in group])
+            row[f"{split}_values"] = [r[split][metric] for r in group]
+        rows.append(row)
+    return rows
+
+
+def results_table(results: Mapping, percent: bool = True):
+    """A pandas table: one row per setting, dev and test as ``mean ± std`` (percent), seeds, trainable params."""
+    import pandas as pd
+
+    settings = {s["name"]: Setting.from_dict(s) for s in results["settings"]}
+    scale = 100.0 if percent else 1.0
+    rows = []
+    for row in results["summary"]:
+        s = settings[row["setting"]]
+        rows.append({
+            "setting": row["setting"],
+            "knowledge": "—" if s.baseline or not s.adapters else ("pre-trained" if s.knowledge else "none (random)"),
+            "adapters": "—" if not s.adapters else ("trained" if s.adapters_trainable else "frozen"),
+            "backbone": "—" if s.baseline else ("trained" if s.backbone_trainable else "frozen"),
+            f"dev {results['metric']}": f"{scale * row['dev_mean']:.2f} ± {scale * row['dev_std']:.2f}",
+            f"test {results['metric']}": f"{scale * row['test_mean']:.2f} ± {scale * row['test_std']:.2f}",
+            "seeds": row["n_seeds"],
+            "trainable params": row["trainable_parameters"],
+        })
+    return pd.DataFrame(rows).set_index("setting")
+
+
+# ============================================================================================ paper reference
+#: Published numbers, RoBERTa-large with the backbone fine-tuned: a different backbone and setting from ours.
+PAPER_REFERENCE = {
+    "source": "Wang et al., K-Adapter (Findings of ACL 2021); 'w/o knowledge' row from the paper's ACL version",
+    "backbone": "RoBERTa-large (355M parameters), fully fine-tuned",
+    "note": "Different backbone and training setting from ours: shown for orientation only, not as a target.",
+    "tasks": {
+        "openentity": {"metric": "micro_f1", "split": "test",
+                       "values": {"backbone": 76.23, "+F": 77.53, "+F+L": 77.61,
+                                  "+F (w/o knowledge, frozen)": 76.17},
+                       "paper_labels": {"backbone": "RoBERTa", "+F": "K-Adapter (F)", "+F+L": "K-Adapter (F+L)",
+                                        "+F (w/o knowledge, frozen)": "K-Adapter (w/o knowledge)"}},
+        "tacred": {"metric": "f1", "split": "test", "values": {"backbone": 71.25, "+F": 71.89, "+F+L": 72.04},
+                   "paper_labels": {"backbone": "RoBERTa", "+F": "K-Adapter (F)", "+F+L": "K-Adapter (F+L)"}},
+        "cosmosqa": {"metric": "accuracy", "split": "dev (official; our test is a part of it)",
+                     "values": {"backbone": 80.59, "+F": 80.93, "+F+L": 81.83},
+                     "paper_labels": {"backbone": "RoBERTa", "+F": "K-Adapter (F)", "+F+L": "K-Adapter (F+L)"}},
+    },
+}
+
+
+def paper_reference(task: str) -> dict | None:
+    """The paper's numbers for `task` with their caveats, or None when the paper reports none (SemEval, FewRel)."""
+    entry = PAPER_REFERENCE["tasks"].get(task)
+    if entry is None:
+        return None
+    return {k: PAPER_REFERENCE[k] for k in ("source", "backbone", "note")} | entry
