@@ -129,3 +129,54 @@ def topk_figure(predictions: dict, title: str = "") -> go.Figure:
     k = max((len(v) for v in predictions.values()), default=0)
     fig.update_layout(title=title, height=max(260, 40 + 28 * k))
     return fig
+
+
+# ------------------------------------------------------------------------------------------------- LAMA probing
+def lama_relation_figure(per_relation: dict, variants, title: str = "LAMA T-REx: P@1 per relation",
+                         metric_label: str = "P@1") -> go.Figure:
+    """Per-relation P@1 (mean ± std over probe-head seeds) of each model variant, with the majority-object
+    baseline as markers. `per_relation` is :func:`kadapter.probing.relation_p_at_1`'s output."""
+    relations = list(per_relation)
+    labels = [f"{r} (n={per_relation[r]['facts']})" for r in relations]
+    fig = go.Figure()
+    for variant in variants:
+        means = [per_relation[r][variant][0] for r in relations]
+        stds = [per_relation[r][variant][1] for r in relations]
+        fig.add_trace(go.Bar(name=variant, x=labels, y=means, error_y=dict(type="data", array=stds, visible=True)))
+    fig.add_trace(go.Scatter(name="majority object", x=labels, y=[per_relation[r]["majority"] for r in relations],
+                             mode="markers", marker=dict(symbol="line-ew-open", size=14, color="black")))
+    fig.update_layout(title=title, barmode="group", yaxis=dict(title=metric_label, range=[0, 1]),
+                      xaxis=dict(tickangle=-60), height=480, legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def lama_summary_figure(rows, metrics=("p@1", "p@10", "mrr"), title: str = "LAMA: macro average over relations"
+                        ) -> go.Figure:
+    """Macro P@1 / P@10 / MRR per model (mean ± std over seeds), from :func:`kadapter.probing.summary_rows`."""
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    fig = go.Figure()
+    for metric in metrics:
+        fig.add_trace(go.Bar(name=metric.upper().replace("MRR", "MRR"), x=[r["model"] for r in rows],
+                             y=[r[metric] for r in rows],
+                             error_y=dict(type="data", array=[r[f"{metric} std"] for r in rows], visible=True)))
+    fig.update_layout(title=title, barmode="group", yaxis=dict(title="score", range=[0, 1]), height=420)
+    return fig
+
+
+def topk_figure(predictions: dict, title: str = "") -> go.Figure:
+    """Side-by-side horizontal bars: one panel per model, its top-k fillers and their probabilities
+    (``{model: [(token, probability), ...]}``, e.g. :func:`kadapter.probing.compare_topk`)."""
+    from plotly.subplots import make_subplots
+
+    names = list(predictions)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, horizontal_spacing=0.12)
+    for column, name in enumerate(names, start=1):
+        tokens = [t for t, _ in predictions[name]][::-1]  # best on top
+        probs = [p for _, p in predictions[name]][::-1]
+        fig.add_trace(go.Bar(x=probs, y=[f"{t} " for t in tokens], orientation="h", name=name, showlegend=False,
+                             text=[f"{p:.3f}" for p in probs], textposition="auto",
+                             hovertemplate="%{y}: %{x:.4f}<extra>" + name + "</extra>"), row=1, col=column)
+        fig.update_xaxes(title_text="probability", row=1, col=column)
+    k = max((len(v) for v in predictions.values()), default=0)
+    fig.update_layout(title=title, height=max(260, 40 + 28 * k))
+    return fig
