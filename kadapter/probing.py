@@ -441,7 +441,14 @@ def pretrained_mlm_head(model: KAdapterModel, name_or_path: str) -> MaskedLMProb
     """
     from transformers import AutoModelForMaskedLM
 
-    mlm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report of a checkpoint without a head is what we check below
+    try:
+        mlm, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     layout = _PRETRAINED_HEAD_LAYOUTS.get("roberta" if hasattr(mlm, "lm_head") else "bert")
     state = mlm.state_dict()
     wanted = list(layout.values())
@@ -568,6 +575,33 @@ def train_probes(probes: Mapping[str, MaskedLMProbe], data: MaskedFeatures, conf
         probe.recipe["training"] = {k: v for k, v in asdict(config).items()
                                     if k not in ("output_dir", "progress", "resume", "cpu", "log_every")}
     return summary
+
+
+def seed_name(variant: str, seed: int) -> str:
+    return f"{variant} | seed {seed}"
+
+
+def train_variants(model: KAdapterModel, variants: Mapping[str, Sequence[str]], data: MaskedFeatures, *,
+                   seeds: Sequence[int], config: TrainConfig, dev: MaskedFeatures | None = None,
+                   fusion: str = "concat", recipe: dict | None = None
+                   ) -> tuple[dict[str, MaskedLMProbe], dict[str, list[str]], dict[int, dict]]:
+    """The probe-head recipe for every variant (name -> adapters read) and seed.
+
+    Per seed, a fresh probe per variant (fusion and head initialised from the seed) and all of them trained side by
+    side on the same batches (``config.seed`` = the seed; checkpoints in ``config.output_dir/seed_<seed>``).
+    Returns the probes (named :func:`seed_name`), each variant's probe names, and the training summary per seed.
+    """
+    probes, by_variant, summaries = {}, {v: [] for v in variants}, {}
+    for seed in seeds:
+        batch = {seed_name(v, seed): build_probe(model, names, seed=seed, fusion=fusion, recipe=recipe)
+                 for v, names in variants.items()}
+        seed_config = TrainConfig(**{**asdict(config), "seed": seed,
+                                     "output_dir": str(Path(config.output_dir) / f"seed_{seed}")})
+        summaries[seed] = train_probes(batch, data, seed_config, dev=dev)
+        probes.update(batch)
+        for v in variants:
+            by_variant[v].append(seed_name(v, seed))
+    return probes, by_variant, summaries
 
 
 @torch.no_grad()
@@ -698,6 +732,22 @@ def lama_probe(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], facts:
 def _fact_counts(facts: Sequence[dict]) -> dict:
     per_relation = Counter(f["relation"] for f in facts)
     return {"total": len(facts), "per_relation": dict(sorted(per_relation.items()))}
+
+
+def holdout_info(factual_stats: dict | str | Path | None) -> dict:
+    """Which LAMA facts the factual adapter never saw, from the pre-training set builder's report
+    (``factual_stats.json`` of :func:`data_prep.factual.save_factual_dataset`)."""
+    if factual_stats is None:
+        return {"known": False, "note": "no factual_stats.json given: what the adapter was kept from is unknown"}
+    if not isinstance(factual_stats, dict):
+        factual_stats = json.loads(Path(factual_stats).read_text())
+    held = factual_stats.get("options", {}).get("hold_out_probe", False)
+    return {"known": True, "hold_out_probe": held,
+            "rule": ("every LAMA T-REx probe fact (all 41 relations, by relation + subject/object label, and by "
+                     "Wikidata ids where known) was removed from the adapter's training data") if held else
+                    "LAMA facts were NOT held out of adapter training",
+            **factual_stats.get("holdout", {}),
+            "adapter_training_relations": sorted(factual_stats.get("per_relation", {}))}
 
 
 def write_results(result: dict, path: str | Path) -> Path:

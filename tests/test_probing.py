@@ -351,3 +351,33 @@ def test_predict_topk(minilm):
     assert both["a"] == predict_topk(minilm, probe, "Ravens can [MASK].", k=3)
     with pytest.raises(ValueError, match="exactly one"):
         predict_topk(minilm, probe, "no mask", k=3)
+
+
+# ------------------------------------------------------------------------------------------ notebook 04
+@pytest.mark.notebook
+def test_notebook_04_smoke(tmp_path):
+    import papermill
+
+    torch.manual_seed(0)
+    KAdapterModel.from_backbone(adapters={"factual": SMALL_ADAPTER}).adapters["factual"].save_pretrained(
+        tmp_path / "factual")
+    stats = {"options": {"hold_out_probe": True}, "holdout": {"probe_facts": 29411, "examples_removed": 7},
+             "per_relation": {"P19": {}, "P36": {}}}
+    (tmp_path / "factual_stats.json").write_text(json.dumps(stats))
+    out = tmp_path / "out"
+    papermill.execute_notebook(
+        "notebooks/04_lama_probing.ipynb", str(tmp_path / "04.ipynb"), cwd="notebooks", progress_bar=False,
+        parameters={"factual_adapter": str(tmp_path / "factual"), "factual_stats": str(tmp_path / "factual_stats.json"),
+                    "output_dir": str(out), "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36"],
+                    "facts_per_relation": 15})
+    results = json.loads((out / "results.json").read_text())
+    assert results["facts"]["per_relation"] == {"P19": 15, "P36": 15}
+    rows = {r["model"]: r for r in results["summary"]}
+    assert set(rows) == {"backbone", "+factual", "+factual (w/o knowledge)", "majority object (per relation)"}
+    assert rows["backbone"]["seeds"] == 2 and rows["backbone"]["facts"] == 30
+    assert results["held_out"]["hold_out_probe"] is True and results["held_out"]["examples_removed"] == 7
+    assert "no pre-trained masked-LM head" in results["pretrained_head_note"]
+    lama = json.loads((out / "lama_results.json").read_text())
+    assert len(lama["predictions"]) == 30 and "LAMA-UHN" in lama["subsets"]
+    model, probes = load_probe_set(out / "probe_set")  # what notebook 05 loads
+    assert list(probes) == ["backbone", "+factual", "+factual (w/o knowledge)"]
