@@ -4,115 +4,37 @@ The factual adapter learns from sentences in which a Wikidata fact is expressed.
 mentions in Wikipedia text to Wikidata and keeping every sentence that holds both entities of a triple. This module
 does the same with plain string matching, so that every step can be read and measured:
 
-1. :func:`simple_tokenize` splits raw text into word-level tokens (used wherever text comes untokenised).
+1. :func:`~data_prep.text.simple_tokenize` splits raw text into word-level tokens (wherever text comes
+   untokenised; re-exported here).
 2. :class:`SurfaceMatcher` finds mentions of entities (by label and aliases) in tokenised sentences. It compares
-   runs of whole tokens with whitespace removed (:func:`squash`), so ``"U.S."`` matches the token ``U.S.`` as well
-   as the tokens ``U . S .``, ``"Convention People's Party"`` matches ``Convention People 's Party``, and a
-   mention may end before a possessive inside a token (``Schneider's``). A case-insensitive match is taken only
-   where case carries no signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Mentions never overlap:
-   exact-case matches are placed first, longest first, then case-insensitive ones in the gaps.
-3. :func:`align_document` emits one record (see :data:`RECORD_FIELDS`) for every triple whose subject and object
-   are both mentioned in one sentence.
+   runs of whole tokens with whitespace removed (:func:`~data_prep.text.squash`), so ``"U.S."`` matches the token
+   ``U.S.`` as well as the tokens ``U . S .``, ``"Convention People's Party"`` matches ``Convention People 's
+   Party``, and a mention may end before a possessive inside a token (``Schneider's``). A case-insensitive match
+   is taken only where case carries no signal (see :meth:`SurfaceMatcher.case_insensitive_ok`). Mentions never
+   overlap: exact-case matches are placed first, longest first, then case-insensitive ones in the gaps.
+3. :func:`align_document` emits one record for every triple whose subject and object are both mentioned in one
+   sentence.
 4. :func:`evaluate_alignment` runs this on Re-DocRED, whose gold mention positions the aligner never sees, and
    reports precision and recall.
 
-Record schema (shared by every relation-classification record in the project)::
-
-    {tokens: list[str], subj_start, subj_end, obj_start, obj_end: int (token indices, end exclusive),
-     relation: str, subj_id: str, obj_id: str, source: str}
+Records follow the project's one relation-classification schema, :data:`data_prep.records.RC_FIELDS`
+(``RECORD_FIELDS`` here): ``{id, tokens, subj_start, subj_end, obj_start, obj_end, relation, subj_id, obj_id,
+source}`` with end-exclusive token spans. The schema, :func:`make_record` and :func:`insert_markers` live in
+:mod:`data_prep.records` and are re-exported here.
 """
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-RECORD_FIELDS = ("tokens", "subj_start", "subj_end", "obj_start", "obj_end", "relation", "subj_id", "obj_id",
-                 "source")
-SUBJ_MARKER, OBJ_MARKER = "@", "#"
+from .records import (OBJ_MARKER, RC_FIELDS, SUBJ_MARKER, check_spans, insert_markers,  # noqa: F401 (re-exported)
+                      make_record)
+from .text import simple_tokenize, squash, surface_key  # noqa: F401 (re-exported)
 
-# ----------------------------------------------------------------------------------------------------------------
-# Records and entity markers
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def make_record(tokens: Sequence[str], subj: tuple[int, int], obj: tuple[int, int], relation: str, subj_id: str,
-                obj_id: str, source: str) -> dict:
-    """A record in the project's schema; raises ``ValueError`` on empty or overlapping spans."""
-    check_spans(len(tokens), subj, obj)
-    return {"tokens": list(tokens), "subj_start": subj[0], "subj_end": subj[1], "obj_start": obj[0],
-            "obj_end": obj[1], "relation": relation, "subj_id": subj_id, "obj_id": obj_id, "source": source}
-
-
-def check_spans(n_tokens: int, subj: tuple[int, int], obj: tuple[int, int]) -> None:
-    """Spans must be non-empty, inside the sentence and disjoint (end exclusive)."""
-    for name, (start, end) in (("subject", subj), ("object", obj)):
-        if not 0 <= start < end <= n_tokens:
-            raise ValueError(f"{name} span [{start}, {end}) is empty or outside a sentence of {n_tokens} tokens")
-    if subj[0] < obj[1] and obj[0] < subj[1]:
-        raise ValueError(f"subject span {list(subj)} overlaps object span {list(obj)}")
-
-
-def insert_markers(tokens: Sequence[str], subj_start: int, subj_end: int, obj_start: int,
-                   obj_end: int) -> tuple[list[str], int, int]:
-    """The paper's marked sentence ``… @ subject @ … # object # …`` at word level.
-
-    Works whichever entity comes first. Returns the marked tokens and the indices of the opening ``@`` and ``#``
-    (the positions whose encodings a relation head reads).
-    """
-    check_spans(len(tokens), (subj_start, subj_end), (obj_start, obj_end))
-    opening = {subj_start: SUBJ_MARKER, obj_start: OBJ_MARKER}
-    closing = {subj_end: SUBJ_MARKER, obj_end: OBJ_MARKER}
-    marked: list[str] = []
-    where: dict[str, int] = {}
-    for i in range(len(tokens) + 1):
-        if i in closing:  # close before opening: "@ a @ # b #" when the spans touch
-            marked.append(closing[i])
-        if i in opening:
-            where[opening[i]] = len(marked)
-            marked.append(opening[i])
-        if i < len(tokens):
-            marked.append(tokens[i])
-    return marked, where[SUBJ_MARKER], where[OBJ_MARKER]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Tokenisation and surface forms
-# ----------------------------------------------------------------------------------------------------------------
-
-_TOKEN_RE = re.compile(
-    r"(?:[^\W\d_]\.){2,}"        # abbreviations kept whole: U.S., e.g.
-    r"|\d+(?:[.,:]\d+)+"         # numbers with separators: 1,000  3.5  10:30
-    r"|['’][sS]\b"               # possessive clitic: 's
-    r"|\w+"                      # words and plain numbers (1960s stays whole)
-    r"|[^\w\s]",                 # any other character on its own: punctuation, brackets, hyphens
-    re.UNICODE,
-)
-# Quote and apostrophe variants that tokenisers and Wikipedia spell differently.
-_QUOTES = str.maketrans({"’": "'", "‘": "'", "`": "'", "“": '"', "”": '"'})
-
-
-def simple_tokenize(text: str) -> list[str]:
-    """Word-level tokens: words, numbers, abbreviations like ``U.S.``, possessive ``'s`` and single punctuation."""
-    return _TOKEN_RE.findall(text)
-
-
-def squash(text: str) -> str:
-    """A string with whitespace removed and quotes unified: what two tokenisations of one name have in common.
-
-    ``"U.S."``, ``U . S .``, ``"$856m"``, ``$ 856 m`` and ``Gon na`` (for "Gonna") all compare equal to their
-    untokenised form, so matching on squashed token runs is independent of how either side was tokenised.
-    """
-    return "".join(text.translate(_QUOTES).split()).replace("''", '"')
-
-
-def surface_key(text_or_tokens: str | Sequence[str]) -> str:
-    """A case-folded :func:`squash` key for comparing names across sources (``"U.S."`` == ``["u", ".", "s", "."]``)."""
-    text = text_or_tokens if isinstance(text_or_tokens, str) else "".join(text_or_tokens)
-    return squash(text).casefold()
-
+#: The record schema, kept under its first name; defined in :mod:`data_prep.records`.
+RECORD_FIELDS = RC_FIELDS
 
 # ----------------------------------------------------------------------------------------------------------------
 # Mention matching
@@ -259,16 +181,18 @@ class Alignment:
 
 
 def align_document(sentences: Sequence[Sequence[str]], matcher: SurfaceMatcher, triples: Iterable[Triple],
-                   source: str) -> Alignment:
+                   source: str, doc_id: str = "") -> Alignment:
     """Sentence-level records for every triple whose subject and object are both mentioned in one sentence.
 
     When a sentence mentions an entity more than once, the closest subject–object pair is used. A span that names
-    both the subject and the object (an ambiguous surface) is never used for both.
+    both the subject and the object (an ambiguous surface) is never used for both. Record ids are
+    ``"{doc_id}:s{sentence}:t{triple}"`` (``doc_id`` defaults to ``source``; ``triple`` is the triple's index in
+    ``triples``): the same input always gives the same ids.
     """
-    by_subject: dict[str, list[Triple]] = defaultdict(list)
-    for triple in triples:
+    by_subject: dict[str, list[tuple[int, Triple]]] = defaultdict(list)
+    for k, triple in enumerate(triples):
         if triple.subj_id != triple.obj_id:
-            by_subject[triple.subj_id].append(triple)
+            by_subject[triple.subj_id].append((k, triple))
     found = Alignment()
     for sent_id, tokens in enumerate(sentences):
         mentions = matcher.find(tokens, sent_id)
@@ -278,12 +202,13 @@ def align_document(sentences: Sequence[Sequence[str]], matcher: SurfaceMatcher, 
             for entity_id in m.entity_ids:
                 spans_of[entity_id].append(m)
         for subj_id in [e for e in spans_of if e in by_subject]:
-            for triple in by_subject[subj_id]:
+            for k, triple in by_subject[subj_id]:
                 pair = _closest_pair(spans_of[subj_id], spans_of.get(triple.obj_id, []))
                 if pair is not None:
                     s, o = pair
                     found.records.append(make_record(tokens, (s.start, s.end), (o.start, o.end), triple.relation,
-                                                     triple.subj_id, triple.obj_id, source))
+                                                     triple.subj_id, triple.obj_id, source,
+                                                     id=f"{doc_id or source}:s{sent_id}:t{k}"))
                     found.record_sentences.append(sent_id)
     return found
 
@@ -324,12 +249,13 @@ def redocred_kb(doc: dict, doc_index: int, id_prefix: str,
 def align_redocred(docs: Sequence[dict], source: str = "redocred_aligned", case_insensitive: bool = True,
                    use_aliases: bool = True, id_prefix: str | None = None) -> list[Alignment]:
     """Align every Re-DocRED document with its own triples (entity names only, never the gold positions).
-    Entity ids are :func:`redocred_entity_id` with ``id_prefix`` (default: ``source``)."""
+    Entity ids are :func:`redocred_entity_id` with ``id_prefix`` (default: ``source``); record ids are
+    ``"{source}:{document}:s{sentence}:t{label index}"``."""
     alignments = []
     for d, doc in enumerate(docs):
         entities, triples = redocred_kb(doc, d, id_prefix or source, use_aliases)
         matcher = SurfaceMatcher(entities, case_insensitive=case_insensitive)
-        alignments.append(align_document(doc["sents"], matcher, triples, source))
+        alignments.append(align_document(doc["sents"], matcher, triples, source, doc_id=f"{source}:{d}"))
     return alignments
 
 

@@ -10,8 +10,11 @@ Every loader returns ``(datasets.Dataset, SkipReport)``.
   subject overlapping the object, a label outside the label set) is skipped and counted in the report, with
   ``file:line`` examples; ``strict=True`` raises instead.
 
-Relation-classification records share one schema, ``{id, tokens, subj_start, subj_end, obj_start, obj_end,
-relation, ...}``, with token spans END EXCLUSIVE (TACRED's inclusive ends are converted).
+Relation-classification records follow the project's one schema, :data:`data_prep.records.RC_FIELDS`:
+``{id, tokens, subj_start, subj_end, obj_start, obj_end, relation, subj_id, obj_id, source}`` with token spans END
+EXCLUSIVE (TACRED's inclusive ends are converted); ``subj_id``/``obj_id`` are Wikidata QIDs for FewRel and empty
+for TACRED and SemEval. Each set adds its own fields (TACRED ``subj_type``/``obj_type``, FewRel
+``subj_name``/``obj_name``).
 """
 from __future__ import annotations
 
@@ -26,17 +29,16 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, Sequence as HFSequence, Value
 
 from .paths import data_path
+from .records import RC_FEATURES, rc_dataset, rc_problem, span_problem
 from .report import DataFormatError, SkipReport
+from .text import simple_tokenize, tokenize_tagged  # noqa: F401 (simple_tokenize re-exported)
 
 _INT, _STR = Value("int64"), Value("string")
-RC_FEATURES = {"id": _STR, "tokens": HFSequence(_STR), "subj_start": _INT, "subj_end": _INT,
-               "obj_start": _INT, "obj_end": _INT, "relation": _STR}
 OPENENTITY_FEATURES = Features({"id": _STR, "text": _STR, "span_start": _INT, "span_end": _INT,
                                 "labels": HFSequence(_STR)})
 TACRED_FEATURES = Features({**RC_FEATURES, "subj_type": _STR, "obj_type": _STR})
 SEMEVAL_FEATURES = Features(RC_FEATURES)
-FEWREL_FEATURES = Features({**RC_FEATURES, "subj_name": _STR, "subj_kb_id": _STR, "obj_name": _STR,
-                            "obj_kb_id": _STR})
+FEWREL_FEATURES = Features({**RC_FEATURES, "subj_name": _STR, "obj_name": _STR})
 COSMOSQA_FEATURES = Features({"id": _STR, "context": _STR, "question": _STR, "choices": HFSequence(_STR),
                               "label": _INT})
 
@@ -99,33 +101,6 @@ class _JsonRecord:
             if isinstance(item, bool) or not isinstance(item, item_kind):
                 self.fail(name, f"item {i} should be {item_kind.__name__}, found {type(item).__name__} {item!r:.60}")
         return value
-
-
-def _span_problem(start: int, end: int, length: int) -> str | None:
-    """Why an end-exclusive span cannot be used in a sequence of ``length``, or None."""
-    if end < start:
-        return "reversed span"
-    if start < 0 or end > length:
-        return "span outside the sentence"
-    if end == start:
-        return "empty span"
-    return None
-
-
-def _rc_problem(record: dict) -> tuple[str, str] | None:
-    """(field, reason) that makes a relation-classification record unusable, or None."""
-    tokens = record["tokens"]
-    if not tokens or not any(t.strip() for t in tokens):
-        return "tokens", "empty text"
-    for role in ("subj", "obj"):
-        problem = _span_problem(record[f"{role}_start"], record[f"{role}_end"], len(tokens))
-        if problem:
-            return f"{role}_start", problem
-    if record["subj_start"] < record["obj_end"] and record["obj_start"] < record["subj_end"]:
-        return "obj_start", "subject and object spans overlap"
-    if not record["relation"]:
-        return "relation", "empty label"
-    return None
 
 
 class _JsonScanner:
@@ -235,7 +210,7 @@ def read_openentity(path: str | Path, *, label_set: Sequence[str] | None = None,
         if not text.strip():
             reject(line, "sent", "empty text", record=rec.label)
             continue
-        problem = _span_problem(start, end, len(text)) or ("empty span" if not text[start:end].strip() else None)
+        problem = span_problem(start, end, len(text)) or ("empty span" if not text[start:end].strip() else None)
         if problem:
             reject(line, "start", problem, f"[{start}, {end}) in a text of {len(text)} characters", rec.label)
             continue
@@ -258,14 +233,16 @@ def load_openentity(split: str = "train", **kwargs) -> tuple[Dataset, SkipReport
 # TACRED JSON
 # --------------------------------------------------------------------------------------------------------------
 
-def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None,
-                strict: bool = False) -> tuple[Dataset, SkipReport]:
+def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None, strict: bool = False,
+                source: str | None = None) -> tuple[Dataset, SkipReport]:
     """TACRED-format JSON as relation-classification records (ends made exclusive, PTB brackets unescaped).
 
     Keeps ``id``, ``subj_type`` and ``obj_type``; the optional ``stanford_*`` annotations are not carried.
-    ``relations``, if given, is the label set.
+    TACRED has no knowledge-base ids (``subj_id``/``obj_id`` are empty). ``relations``, if given, is the label
+    set; ``source`` defaults to ``tacred_{file stem}``.
     """
     path = Path(path)
+    source = source or f"tacred_{path.stem}"
     allowed = set(relations) if relations is not None else None
     report = SkipReport(source=str(path))
     reject = _Rejecter(path, report, strict)
@@ -274,8 +251,8 @@ def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None,
         rec = _JsonRecord(raw, path, line, f"record {index}")
         tokens = rec.get("token", list, item_kind=str)
         record = {"id": rec.get("id", str), "tokens": [PTB_ESCAPES.get(t, t) for t in tokens],
-                  "relation": rec.get("relation", str), "subj_type": rec.get("subj_type", str),
-                  "obj_type": rec.get("obj_type", str)}
+                  "relation": rec.get("relation", str), "subj_id": "", "obj_id": "", "source": source,
+                  "subj_type": rec.get("subj_type", str), "obj_type": rec.get("obj_type", str)}
         spans = {name: rec.get(name, int) for name in ("subj_start", "subj_end", "obj_start", "obj_end")}
         reversed_role = next((role for role in ("subj", "obj") if spans[f"{role}_end"] < spans[f"{role}_start"]),
                              None)
@@ -284,7 +261,7 @@ def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None,
             continue
         record.update(subj_start=spans["subj_start"], subj_end=spans["subj_end"] + 1,
                       obj_start=spans["obj_start"], obj_end=spans["obj_end"] + 1)
-        problem = _rc_problem(record)
+        problem = rc_problem(record)
         if problem:
             reject(line, *problem, record=rec.label)
             continue
@@ -293,11 +270,12 @@ def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None,
             continue
         records.append(record)
         report.keep()
-    return _dataset(records, TACRED_FEATURES), report
+    return rc_dataset(records, TACRED_FEATURES), report
 
 
 def load_tacred_sample(split: str = "train", **kwargs) -> tuple[Dataset, SkipReport]:
     """The 20-example public TACRED sample split (``train`` / ``dev`` / ``test``); a format fixture only."""
+    kwargs.setdefault("source", f"tacred_sample_{split}")
     return read_tacred(data_path("tacred_sample", f"{split}.json"), **kwargs)
 
 
@@ -306,37 +284,12 @@ def load_tacred_sample(split: str = "train", **kwargs) -> tuple[Dataset, SkipRep
 # --------------------------------------------------------------------------------------------------------------
 
 _SEMEVAL_SENTENCE = re.compile(r'^(\d+)\t"(.*)"$')
-_SEMEVAL_TAG = re.compile(r"(</?e[12]>)")
-# Words (letters, digits, underscore, with inner hyphens or apostrophes: "air-conditioner", "don't") or single
-# punctuation marks: simple, and the same for every sentence.
-_WORD = re.compile(r"\w+(?:[-'’]\w+)*|[^\w\s]")
-
-
-def simple_tokenize(text: str) -> list[str]:
-    """The tokenisation used for SemEval sentences: words (with inner ``-``/``'``) and single punctuation marks."""
-    return _WORD.findall(text)
+SEMEVAL_TAGS = ("e1", "e2")
 
 
 def _semeval_tokens(sentence: str) -> tuple[list[str], dict[str, tuple[int, int]]] | None:
     """Tokens and end-exclusive spans of e1/e2; None when the markers are not exactly one pair each."""
-    tokens: list[str] = []
-    starts: dict[str, int] = {}
-    spans: dict[str, tuple[int, int]] = {}
-    for piece in _SEMEVAL_TAG.split(sentence):
-        tag = re.fullmatch(r"<(/?)(e[12])>", piece)
-        if tag is None:
-            tokens.extend(simple_tokenize(piece))  # a tag always ends a token: "s<e2>" splits there
-            continue
-        closing, name = tag.group(1) == "/", tag.group(2)
-        if not closing and name not in starts and name not in spans:
-            starts[name] = len(tokens)
-        elif closing and name in starts:
-            spans[name] = (starts.pop(name), len(tokens))
-        else:
-            return None
-    if starts or set(spans) != {"e1", "e2"}:
-        return None
-    return tokens, spans
+    return tokenize_tagged(sentence, SEMEVAL_TAGS)
 
 
 def _semeval_blocks(path: Path) -> Iterator[tuple[int, str, str, int, str]]:
@@ -369,15 +322,19 @@ def _semeval_keys(path: Path) -> dict[str, tuple[int, str]]:
     return keys
 
 
-def read_semeval2010(path: str | Path, *, keys_path: str | Path | None = None,
-                     strict: bool = False) -> tuple[Dataset, SkipReport]:
+def read_semeval2010(path: str | Path, *, keys_path: str | Path | None = None, strict: bool = False,
+                     source: str | None = None) -> tuple[Dataset, SkipReport]:
     """SemEval-2010 Task 8 in the official text format as relation-classification records.
 
     ``subj`` is ``<e1>``, ``obj`` is ``<e2>`` and ``relation`` is the full directed label, e.g.
-    ``Cause-Effect(e2,e1)``. Sentences are split by :func:`simple_tokenize`. With ``keys_path`` (the official
-    ``TEST_FILE_KEY.TXT``, undirected labels) every label is checked against the key; a disagreement raises.
+    ``Cause-Effect(e2,e1)``. Sentences are split by :func:`~data_prep.text.tokenize_tagged` (the project's
+    :func:`~data_prep.text.simple_tokenize`, with every tag ending a token). SemEval has no knowledge-base ids
+    (``subj_id``/``obj_id`` are empty); ``source`` defaults to ``semeval2010_{file stem}``. With ``keys_path``
+    (the official ``TEST_FILE_KEY.TXT``, undirected labels) every label is checked against the key; a
+    disagreement raises.
     """
     path = Path(path)
+    source = source or f"semeval2010_{path.stem.lower()}"
     keys = _semeval_keys(Path(keys_path)) if keys_path is not None else None
     report = SkipReport(source=str(path))
     reject = _Rejecter(path, report, strict)
@@ -396,8 +353,9 @@ def read_semeval2010(path: str | Path, *, keys_path: str | Path | None = None,
             continue
         tokens, spans = parsed
         record = {"id": sentence_id, "tokens": tokens, "subj_start": spans["e1"][0], "subj_end": spans["e1"][1],
-                  "obj_start": spans["e2"][0], "obj_end": spans["e2"][1], "relation": label}
-        problem = _rc_problem(record)
+                  "obj_start": spans["e2"][0], "obj_end": spans["e2"][1], "relation": label, "subj_id": "",
+                  "obj_id": "", "source": source}
+        problem = rc_problem(record)
         if problem:
             reject(line, *problem)
             continue
@@ -406,11 +364,12 @@ def read_semeval2010(path: str | Path, *, keys_path: str | Path | None = None,
             continue
         records.append(record)
         report.keep()
-    return _dataset(records, SEMEVAL_FEATURES), report
+    return rc_dataset(records, SEMEVAL_FEATURES), report
 
 
 def load_semeval2010(split: str = "train", **kwargs) -> tuple[Dataset, SkipReport]:
     """The official SemEval-2010 Task 8 split: ``train`` (8,000) or ``test`` (2,717, checked against the keys)."""
+    kwargs.setdefault("source", f"semeval2010_{split}")
     if split == "train":
         return read_semeval2010(data_path("semeval2010_task8", "SemEval2010_task8_training", "TRAIN_FILE.TXT"),
                                 **kwargs)
@@ -436,14 +395,17 @@ def _fewrel_entity(rec: _JsonRecord, role: str) -> tuple[str, str, list[int]]:
     return entity[0], entity[1], entity[2][0]
 
 
-def read_fewrel(path: str | Path, *, strict: bool = False) -> tuple[Dataset, SkipReport]:
+def read_fewrel(path: str | Path, *, strict: bool = False,
+                source: str | None = None) -> tuple[Dataset, SkipReport]:
     """FewRel-format JSON ``{relation: [{tokens, h, t}, ...]}`` as relation-classification records.
 
     ``relation`` is the key as given (a Wikidata PID in ``val_wiki``); the head ``h`` is the subject, the tail
     ``t`` the object, each spanning its first mention. Mentions whose positions are not consecutive are skipped.
-    Ids are ``"{relation}-{k}"``.
+    Ids are ``"{relation}-{k}"``; ``subj_id``/``obj_id`` are the entities' ids (Wikidata QIDs), ``subj_name``/
+    ``obj_name`` their names. ``source`` defaults to ``fewrel_{file stem}`` (``fewrel_val_wiki``).
     """
     path = Path(path)
+    source = source or f"fewrel_{path.stem}"
     report = SkipReport(source=str(path))
     reject = _Rejecter(path, report, strict)
     records = []
@@ -466,8 +428,8 @@ def read_fewrel(path: str | Path, *, strict: bool = False) -> tuple[Dataset, Ski
                 continue
             record = {"id": f"{relation}-{k}", "tokens": tokens, "subj_start": h_pos[0], "subj_end": h_pos[-1] + 1,
                       "obj_start": t_pos[0], "obj_end": t_pos[-1] + 1, "relation": relation,
-                      "subj_name": h_name, "subj_kb_id": h_id, "obj_name": t_name, "obj_kb_id": t_id}
-            problem = _rc_problem(record)
+                      "subj_id": h_id, "obj_id": t_id, "source": source, "subj_name": h_name, "obj_name": t_name}
+            problem = rc_problem(record)
             if problem:
                 reject(line, *problem, record=rec.label)
                 continue
@@ -475,7 +437,7 @@ def read_fewrel(path: str | Path, *, strict: bool = False) -> tuple[Dataset, Ski
             report.keep()
         more = scanner.expect(",}") == ","
     scanner.end()
-    return _dataset(records, FEWREL_FEATURES), report
+    return rc_dataset(records, FEWREL_FEATURES), report
 
 
 def load_fewrel(name: str = "val_wiki", **kwargs) -> tuple[Dataset, SkipReport]:

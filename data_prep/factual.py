@@ -2,14 +2,20 @@
 pre-training set built from them with the paper's rules (drop P31, keep relations with at least 50 examples,
 de-duplicate, seeded train/dev split) while holding out the LAMA probe facts.
 
-Records follow :data:`data_prep.alignment.RECORD_FIELDS` (token spans, end exclusive). Sources and their names:
+Records follow the project's relation-classification schema, :data:`data_prep.records.RC_FIELDS` (``id``,
+token spans end exclusive, ``subj_id``/``obj_id``, ``source``). Sources and their names:
 
 ============================  ===================================================================================
 ``lama_trex_evidence``         LAMA T-REx evidence sentences, ``[MASK]`` put back to the object surface form
-``fewrel_val_wiki``            FewRel 1.0 val (11,200 human-verified sentences, 16 relations)
 ``redocred_dev/test``          Re-DocRED facts whose head and tail share a sentence, at the gold mention positions
 ``redocred_dev/test_aligned``  the same documents aligned by :mod:`data_prep.alignment` from names only
+``fewrel_val_wiki``            FewRel 1.0 val (11,200 human-verified sentences, 16 relations) — NOT a default
 ============================  ===================================================================================
+
+The default sources (:data:`DEFAULT_SOURCES`) are LAMA T-REx evidences and Re-DocRED dev + test. FewRel
+``val_wiki`` is available only when asked for by name: it is also a relation-classification *evaluation* set
+(the ``fewrel`` task of :mod:`kadapter.finetuning`), so training the factual adapter on it would let test
+sentences leak into pre-training. LAMA's own probe facts are held out separately (:class:`ProbeFacts`).
 """
 from __future__ import annotations
 
@@ -21,22 +27,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from datasets import Dataset, DatasetDict, Features, Sequence as SequenceFeature, Value
+from datasets import Dataset, DatasetDict
 
-from .alignment import (Entity, SurfaceMatcher, align_redocred, gold_intra_sentence_facts,
-                        make_record, redocred_entity_id, simple_tokenize, surface_key)
+from .alignment import Entity, SurfaceMatcher, align_redocred, gold_intra_sentence_facts, redocred_entity_id
 from .eval_sets import read_fewrel
 from .lama import MASK, check_field, load_relations, load_trex_evidence, load_trex_facts
 from .paths import data_path
+from .records import RC_FEATURES, make_record, rc_dataset
 from .report import DataFormatError, SkipReport
+from .text import simple_tokenize, surface_key
 
-FEATURES = Features({
-    "tokens": SequenceFeature(Value("string")),
-    "subj_start": Value("int32"), "subj_end": Value("int32"),
-    "obj_start": Value("int32"), "obj_end": Value("int32"),
-    "relation": Value("string"), "subj_id": Value("string"), "obj_id": Value("string"), "source": Value("string"),
-})
-DEFAULT_SOURCES = ("lama_trex_evidence", "fewrel_val_wiki", "redocred_dev", "redocred_test")
+#: Columns of the pre-training set: the project's relation-classification schema (:mod:`data_prep.records`).
+FEATURES = RC_FEATURES
+# FewRel is left out of the defaults on purpose: FewRel val_wiki is also a relation-classification evaluation set
+# (kadapter.finetuning's "fewrel" task), and pre-training the factual adapter on it would leak test sentences.
+DEFAULT_SOURCES = ("lama_trex_evidence", "redocred_dev", "redocred_test")
+#: Every source :func:`collect_records` knows (``redocred_*_aligned`` are the aligner's output on the same text).
+KNOWN_SOURCES = ("lama_trex_evidence", "fewrel_val_wiki", "redocred_dev", "redocred_test", "redocred_dev_aligned",
+                 "redocred_test_aligned")
 _QID = re.compile(r"Q\d+")
 
 
@@ -64,7 +72,8 @@ def _read_json(path: Path):
 def trex_evidence_examples(relations: Iterable[str] | None = None, limit: int | None = None,
                            facts: Sequence[dict] | None = None,
                            source: str = "lama_trex_evidence") -> tuple[list[dict], SkipReport]:
-    """One record per LAMA T-REx evidence sentence (``limit`` facts per relation, or the given ``facts``).
+    """One record per LAMA T-REx evidence sentence (``limit`` facts per relation, or the given ``facts``), with
+    the id ``"{source}:{fact uuid}:{evidence index}"``.
 
     The object surface form goes back where ``[MASK]`` is; text is tokenised with
     :func:`~data_prep.alignment.simple_tokenize` (the object separately, so its span is exact). The subject is
@@ -75,9 +84,9 @@ def trex_evidence_examples(relations: Iterable[str] | None = None, limit: int | 
         facts, _ = load_trex_evidence(relations, limit)
     records, report = [], SkipReport(source)
     for fact in facts:
-        for evidence in fact["evidences"]:
+        for e, evidence in enumerate(fact["evidences"]):
             where = f"{fact['relation']} {fact['uuid']}"
-            record, reason = _evidence_record(fact, evidence, source)
+            record, reason = _evidence_record(fact, evidence, source, id=f"{source}:{fact['uuid']}:{e}")
             if record is None:
                 report.skip(reason, where)
             else:
@@ -86,7 +95,7 @@ def trex_evidence_examples(relations: Iterable[str] | None = None, limit: int | 
     return records, report
 
 
-def _evidence_record(fact: dict, evidence: dict, source: str) -> tuple[dict | None, str]:
+def _evidence_record(fact: dict, evidence: dict, source: str, id: str) -> tuple[dict | None, str]:
     parts = evidence["masked_sentence"].split(MASK)
     if len(parts) != 2:
         return None, f"masked_sentence has {len(parts) - 1} [MASK] (needs exactly 1)"
@@ -103,7 +112,7 @@ def _evidence_record(fact: dict, evidence: dict, source: str) -> tuple[dict | No
         if mentions:
             nearest = min(mentions, key=lambda m: max(m.start, obj[0]) - min(m.end, obj[1]))
             return make_record(tokens, (nearest.start, nearest.end), obj, fact["relation"], fact["sub_uri"],
-                               fact["obj_uri"], source), ""
+                               fact["obj_uri"], source, id=id), ""
     return None, "subject not found in the sentence"
 
 
@@ -116,7 +125,8 @@ def fewrel_examples(path: str | Path | None = None, relations: Iterable[str] | N
                     limit: int | None = None, source: str = "fewrel_val_wiki",
                     strict: bool = False) -> tuple[list[dict], SkipReport]:
     """FewRel-format Wikidata relations (``{PID: [{tokens, h: [name, QID, [[positions]]], t: [...]}]}``) as records
-    with the QIDs as ``subj_id``/``obj_id`` (``h`` is the subject, first mention of each entity).
+    with the QIDs as ``subj_id``/``obj_id`` (``h`` is the subject, first mention of each entity) and the id
+    ``"{source}:{FewRel id}"``. Not among :data:`DEFAULT_SOURCES`: FewRel is an evaluation set.
 
     Parsing and checking is :func:`data_prep.eval_sets.read_fewrel` (one FewRel reader in the project): malformed
     JSON, missing or mistyped fields raise :class:`DataFormatError` with the record's line; empty text, spans that
@@ -137,8 +147,8 @@ def fewrel_examples(path: str | Path | None = None, relations: Iterable[str] | N
             continue
         taken[relation] += 1
         records.append(make_record(row["tokens"], (row["subj_start"], row["subj_end"]),
-                                   (row["obj_start"], row["obj_end"]), relation, row["subj_kb_id"],
-                                   row["obj_kb_id"], source))
+                                   (row["obj_start"], row["obj_end"]), relation, row["subj_id"], row["obj_id"],
+                                   source, id=f"{source}:{row['id']}"))
     report = SkipReport(source).merge(parse_report)
     report.kept = len(records)
     return records, report
@@ -204,10 +214,12 @@ def _check_mention(mention, at: str, sents: list, path: Path) -> None:
 
 def redocred_examples(docs: Sequence[dict], source: str = "redocred_dev") -> tuple[list[dict], SkipReport]:
     """Every labelled fact whose head and tail have gold mentions in one sentence, one record per such sentence,
-    using the closest head–tail mention pair there. Entity ids are document-local (``redocred_dev:12:E3``);
-    overlapping head and tail mentions are a counted skip."""
+    using the closest head–tail mention pair there. Entity ids are document-local (``redocred_dev:12:E3``),
+    record ids ``"{source}:{document}:s{sentence}:t{label index}"`` (as the aligner's); overlapping head and tail
+    mentions are a counted skip."""
     records, report = [], SkipReport(source)
     for d, doc in enumerate(docs):
+        label_index = {(label["r"], label["h"], label["t"]): k for k, label in enumerate(doc["labels"])}
         for sent_id, relation, h, t in sorted(gold_intra_sentence_facts(doc)):
             spans = [[(m["pos"][0], m["pos"][1]) for m in doc["vertexSet"][e] if m["sent_id"] == sent_id]
                      for e in (h, t)]
@@ -218,7 +230,8 @@ def redocred_examples(docs: Sequence[dict], source: str = "redocred_dev") -> tup
                 continue
             _, subj, obj = min(pairs)
             records.append(make_record(doc["sents"][sent_id], subj, obj, relation, redocred_entity_id(source, d, h),
-                                       redocred_entity_id(source, d, t), source))
+                                       redocred_entity_id(source, d, t), source,
+                                       id=f"{source}:{d}:s{sent_id}:t{label_index[relation, h, t]}"))
             report.keep()
     return records, report
 
@@ -235,8 +248,9 @@ def redocred_aligned_examples(docs: Sequence[dict], source: str = "redocred_dev_
 
 def collect_records(sources: Iterable[str] = DEFAULT_SOURCES, limit: int | None = None,
                     relations: Iterable[str] | None = None) -> tuple[list[dict], dict[str, SkipReport]]:
-    """Records from the named sources (see the module docstring). ``limit``: facts per relation for LAMA, examples
-    per relation for FewRel, documents for Re-DocRED; ``relations`` restricts LAMA and FewRel."""
+    """Records from the named sources (see the module docstring; :data:`KNOWN_SOURCES`). ``limit``: facts per
+    relation for LAMA, examples per relation for FewRel, documents for Re-DocRED; ``relations`` restricts LAMA and
+    FewRel. The defaults leave FewRel out (it is an evaluation set); name ``"fewrel_val_wiki"`` to include it."""
     records, reports = [], {}
     relations = None if relations is None else list(relations)
     for source in sources:
@@ -253,7 +267,7 @@ def collect_records(sources: Iterable[str] = DEFAULT_SOURCES, limit: int | None 
             else:
                 found, report = redocred_examples(docs, source)
         else:
-            raise ValueError(f"unknown source {source!r}; known: {DEFAULT_SOURCES} and redocred_*_aligned")
+            raise ValueError(f"unknown source {source!r}; known: {KNOWN_SOURCES}")
         records.extend(found)
         reports[source] = report
     return records, reports
@@ -412,15 +426,17 @@ def _split_by_fact(records: list[dict], dev_fraction: float, seed: int) -> tuple
 
 
 def _to_dataset(records: list[dict]) -> Dataset:
-    columns = {name: [r[name] for r in records] for name in FEATURES}
-    return Dataset.from_dict(columns, features=FEATURES)
+    return rc_dataset(records, FEATURES)
 
 
 def build_factual_pretraining_set(sources: Iterable[str] = DEFAULT_SOURCES, *, hold_out_probe: bool = True,
                                   limit: int | None = None, relations: Iterable[str] | None = None,
                                   **options) -> tuple[DatasetDict, dict]:
     """:func:`collect_records` then :func:`build_factual_dataset` with the LAMA probe held out (by default).
-    ``options`` go to :func:`build_factual_dataset` (``drop_relations``, ``min_examples``, ``seed``, ...)."""
+    ``options`` go to :func:`build_factual_dataset` (``drop_relations``, ``min_examples``, ``seed``, ...).
+
+    The default ``sources`` are LAMA T-REx evidences and Re-DocRED dev + test; FewRel ``val_wiki`` is left out
+    because it is a relation-classification evaluation set (see the module docstring)."""
     records, reports = collect_records(sources, limit, relations)
     probe = ProbeFacts.from_lama() if hold_out_probe else None
     dataset, report = build_factual_dataset(records, probe=probe, **options)

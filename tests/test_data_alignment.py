@@ -1,11 +1,14 @@
 """The record schema, entity markers and the string-matching aligner, on hand-made text and on real Re-DocRED."""
 import copy
+import re
 
 import pytest
 
-from data_prep.alignment import (Entity, SurfaceMatcher, Triple, align_document, align_redocred, evaluate_alignment,
-                                 insert_markers, make_record, simple_tokenize, surface_key)
+from data_prep.alignment import (RECORD_FIELDS, Entity, SurfaceMatcher, Triple, align_document, align_redocred,
+                                 evaluate_alignment, insert_markers, make_record, simple_tokenize, surface_key)
 from data_prep.factual import load_redocred
+from data_prep.records import RC_FIELDS, rc_dataset, validate_rc_record
+from data_prep.text import tokenize_tagged
 
 # ---------------------------------------------------------------------------------------------------- markers
 
@@ -36,9 +39,43 @@ def test_insert_markers_rejects_empty_reversed_overlapping_or_outside_spans(span
 
 
 def test_make_record_has_the_schema():
-    record = make_record(["a", "b", "c"], (0, 1), (2, 3), "P19", "Q1", "Q2", "test")
-    assert record == {"tokens": ["a", "b", "c"], "subj_start": 0, "subj_end": 1, "obj_start": 2, "obj_end": 3,
-                      "relation": "P19", "subj_id": "Q1", "obj_id": "Q2", "source": "test"}
+    record = make_record(["a", "b", "c"], (0, 1), (2, 3), "P19", "Q1", "Q2", "test", id="test:0")
+    assert record == {"id": "test:0", "tokens": ["a", "b", "c"], "subj_start": 0, "subj_end": 1, "obj_start": 2,
+                      "obj_end": 3, "relation": "P19", "subj_id": "Q1", "obj_id": "Q2", "source": "test"}
+    assert tuple(record) == RC_FIELDS == RECORD_FIELDS
+    assert validate_rc_record(record) is record
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("source"), "field 'source' missing"),
+    (lambda r: r.pop("id"), "field 'id' missing"),
+    (lambda r: r.update(subj_id=None), "field 'subj_id' should be str"),
+    (lambda r: r.update(obj_end=3.0), "field 'obj_end' should be int"),
+    (lambda r: r.update(obj_end=True), "field 'obj_end' should be int"),
+    (lambda r: r.update(tokens=["a", 2, "c"]), "token that is not a string"),
+    (lambda r: r.update(obj_start=0), "field 'obj_start': subject and object spans overlap"),
+    (lambda r: r.update(subj_end=0), "field 'subj_start': empty span"),
+    (lambda r: r.update(obj_end=9), "field 'obj_start': span outside the sentence"),
+    (lambda r: r.update(relation=""), "field 'relation': empty label"),
+])
+def test_validate_rc_record_names_the_field(change, message):
+    record = make_record(["a", "b", "c"], (0, 1), (2, 3), "P19", "", "", "test", id="r7")
+    change(record)
+    with pytest.raises(ValueError, match=message):
+        validate_rc_record(record)
+    with pytest.raises(ValueError, match=message):
+        rc_dataset([make_record(["x", "y"], (0, 1), (1, 2), "P1", "", "", "test", id="ok"), record])
+
+
+def test_rc_dataset_keeps_the_schema_and_extra_columns():
+    from datasets import Features, Value
+
+    from data_prep.records import RC_FEATURES
+    records = [{**make_record(["a", "b"], (0, 1), (1, 2), "P1", "Q1", "", "s", id="s:0"), "subj_type": "PER"}]
+    dataset = rc_dataset(records, Features({**RC_FEATURES, "subj_type": Value("string")}))
+    assert dataset.to_list() == records
+    with pytest.raises(ValueError, match="lack the relation-classification fields"):
+        rc_dataset(records, Features({"tokens": RC_FEATURES["tokens"]}))
 
 
 # ---------------------------------------------------------------------------------------------------- tokens
@@ -47,6 +84,25 @@ def test_make_record_has_the_schema():
 def test_simple_tokenize_keeps_abbreviations_numbers_and_splits_possessives():
     assert simple_tokenize("The U.S. team's 1,000 fans (1960s) e.g. won - twice.") == [
         "The", "U.S.", "team", "'s", "1,000", "fans", "(", "1960s", ")", "e.g.", "won", "-", "twice", "."]
+
+
+def test_simple_tokenize_keeps_inner_hyphens_and_apostrophes_whole():
+    # one rule for every source: treebank-style words, the possessive 's split off, free hyphens on their own
+    assert simple_tokenize("O'Brien's 10-year-old air-conditioner isn't rock'n'roll -- it’s Austria-Hungary") == [
+        "O'Brien", "'s", "10-year-old", "air-conditioner", "isn't", "rock'n'roll", "-", "-", "it", "’s",
+        "Austria-Hungary"]
+    assert simple_tokenize("U.S.-based, 3.5-inch") == ["U.S.", "-", "based", ",", "3.5", "-", "inch"]
+
+
+def test_tokenize_tagged_spans_and_malformed_tags():
+    assert tokenize_tagged("The <e1>air-conditioner</e1>'s <e2>fan</e2> broke.", ("e1", "e2")) == (
+        ["The", "air-conditioner", "'s", "fan", "broke", "."], {"e1": (1, 2), "e2": (3, 4)})
+    # a tag ends a token; tags may nest
+    assert tokenize_tagged("The<e1>cup</e1>s", ("e1",)) == (["The", "cup", "s"], {"e1": (1, 2)})
+    assert tokenize_tagged("<a>New <b>York</b></a>", ("a", "b")) == (["New", "York"], {"a": (0, 2), "b": (1, 2)})
+    for broken in ("A <e1>cup</e1> of tea.", "<e1>a</e1> <e1>b</e1> <e2>c</e2>", "</e1>a<e1> <e2>c</e2>",
+                   "<e1>a <e2>c</e2>"):
+        assert tokenize_tagged(broken, ("e1", "e2")) is None, broken
 
 
 def test_surface_key_ignores_tokenisation_and_case():
@@ -123,6 +179,12 @@ def test_align_document_emits_sentence_level_records_by_hand():
         (2, "P19", 3, 5, 1, 2), (2, "P551", 8, 9, 11, 12),
     ])
     assert all(r["source"] == "hand" for r in found.records)
+    # ids: document, sentence, index of the triple; never repeated
+    ids = {(s, r["relation"]): r["id"] for r, s in zip(found.records, found.record_sentences)}
+    assert ids[2, "P19"] == "hand:s2:t0" and ids[0, "P17"] == "hand:s0:t2"
+    assert len(set(ids.values())) == len(found.records)
+    assert {r["id"] for r in align_document(sentences, SurfaceMatcher(entities), triples, "hand",
+                                            doc_id="doc9").records} == {i.replace("hand", "doc9") for i in ids.values()}
     assert len(found.mentions) == 3 + 2 + 4  # Warsaw, Marie Curie, Curie, Paris in sentence 2
 
 
@@ -168,6 +230,13 @@ def test_aligner_never_reads_gold_positions(redocred_dev):
     expected = align_redocred(docs)
     got = align_redocred(blind)
     assert [a.records for a in got] == [a.records for a in expected] and sum(len(a.records) for a in got) > 100
+    records = [r for a in got for r in a.records]
+    assert len({r["id"] for r in records}) == len(records)  # stable (equal above) and unique
+    assert all(validate_rc_record(r) for r in records)
+    first = records[0]
+    doc, sent, label = re.fullmatch(r"redocred_aligned:(\d+):s(\d+):t(\d+)", first["id"]).groups()
+    assert first["tokens"] == docs[int(doc)]["sents"][int(sent)]
+    assert first["relation"] == docs[int(doc)]["labels"][int(label)]["r"]
 
 
 def test_alignment_on_real_redocred_dev(redocred_dev):

@@ -9,9 +9,10 @@ import pytest
 from data_prep.eval_sets import (SEMEVAL_LABELS, load_cosmosqa, load_fewrel, load_openentity, load_semeval2010,
                                  load_tacred_sample, openentity_types, read_cosmosqa, read_fewrel, read_openentity,
                                  read_semeval2010, read_tacred, simple_tokenize, split_by_context)
+from data_prep.records import RC_FIELDS, validate_rc_record
 from data_prep.report import DataFormatError
 
-RC_COLUMNS = {"id", "tokens", "subj_start", "subj_end", "obj_start", "obj_end", "relation"}
+RC_COLUMNS = set(RC_FIELDS)
 
 
 def _write_lines(path, lines):
@@ -97,6 +98,7 @@ def test_tacred_sample_real(split, no_relation, data_root):
     assert len(dataset) == 20 and report.total_skipped == 0
     assert RC_COLUMNS | {"subj_type", "obj_type"} <= set(dataset.column_names)
     assert dataset["relation"].count("no_relation") == no_relation
+    assert set(dataset["source"]) == {f"tacred_sample_{split}"} and set(dataset["subj_id"]) == {""}
     raw = json.loads((data_root / "tacred_sample" / f"{split}.json").read_text())
     for row, original in zip(dataset, raw):
         assert row["id"] == original["id"] and row["subj_type"] == original["subj_type"]
@@ -118,7 +120,8 @@ def test_tacred_broken_records(tmp_path):
     dataset, report = read_tacred(path, relations=["per:title", "no_relation"])
     assert dataset.to_list() == [{"id": "x1", "tokens": ["Bill", "Smith", "(", "CEO", ")", "left", "."],
                                   "subj_start": 0, "subj_end": 2, "obj_start": 3, "obj_end": 4,
-                                  "relation": "per:title", "subj_type": "PERSON", "obj_type": "TITLE"}]
+                                  "relation": "per:title", "subj_id": "", "obj_id": "", "source": "tacred_dev",
+                                  "subj_type": "PERSON", "obj_type": "TITLE"}]
     assert report.skipped == {"reversed span": 1, "span outside the sentence": 1,
                               "subject and object spans overlap": 1, "empty text": 1, "label not in label set": 1}
     _raises(lambda: read_tacred(path, strict=True), path, 3, "subj_end")
@@ -134,6 +137,8 @@ def test_semeval_real_train(data_root):
     dataset, report = load_semeval2010("train")
     assert len(dataset) == 8000 and report.total_skipped == 0
     assert set(dataset["relation"]) == set(SEMEVAL_LABELS) and len(SEMEVAL_LABELS) == 19
+    assert RC_COLUMNS == set(dataset.column_names) and set(dataset["source"]) == {"semeval2010_train"}
+    assert len(set(dataset["id"])) == 8000 and all(validate_rc_record(r) for r in dataset.select(range(200)))
     first = dataset[0]
     assert first["id"] == "1" and first["relation"] == "Component-Whole(e2,e1)"
     assert first["tokens"][first["subj_start"]:first["subj_end"]] == ["configuration"]
@@ -170,8 +175,9 @@ def test_semeval_tokenisation_and_broken_records(tmp_path):
     dataset, report = read_semeval2010(path)
     assert report.skipped == {"entity markers malformed": 1, "label not in label set": 1, "empty span": 1}
     first, last = dataset[0], dataset[1]
-    assert first["tokens"] == ["The", "air-conditioner", "'", "s", "fan", "broke", "."]
-    assert (first["subj_start"], first["subj_end"], first["obj_start"], first["obj_end"]) == (1, 2, 4, 5)
+    # the project's one tokenizer: inner hyphens kept, the possessive 's one token
+    assert first["tokens"] == ["The", "air-conditioner", "'s", "fan", "broke", "."]
+    assert (first["subj_start"], first["subj_end"], first["obj_start"], first["obj_end"]) == (1, 2, 3, 4)
     assert last["tokens"] == ["The", "cup", "s", "of", "tea", "."] and last["subj_start"] == 1  # tags split words
     assert simple_tokenize("don't stop -- now") == ["don't", "stop", "-", "-", "now"]
     _raises(lambda: read_semeval2010(path, strict=True), path, 5, "sentence")
@@ -195,11 +201,13 @@ def test_fewrel_val_wiki_real():
     assert len(dataset) == 11200 and report.total_skipped == 0
     assert Counter(dataset["relation"]) == {pid: 700 for pid in set(dataset["relation"])}
     assert len(set(dataset["relation"])) == 16
+    assert RC_COLUMNS | {"subj_name", "obj_name"} == set(dataset.column_names)
+    assert set(dataset["source"]) == {"fewrel_val_wiki"} and len(set(dataset["id"])) == 11200
     first = dataset[0]
     assert first["relation"] == "P177" and first["id"] == "P177-0"
     assert " ".join(first["tokens"][first["subj_start"]:first["subj_end"]]).lower() == "cape girardeau bridge"
     assert " ".join(first["tokens"][first["obj_start"]:first["obj_end"]]).lower() == "mississippi river"
-    assert (first["subj_kb_id"], first["obj_kb_id"]) == ("Q5034838", "Q1497")
+    assert (first["subj_id"], first["obj_id"]) == ("Q5034838", "Q1497")
     # the first mention's text is the entity name in nearly every instance
     sample = dataset.select(range(0, 11200, 50))
     matches = sum(" ".join(r["tokens"][r["subj_start"]:r["subj_end"]]).lower() == r["subj_name"] for r in sample)

@@ -8,11 +8,12 @@ import pytest
 from datasets import load_from_disk
 
 from data_prep.alignment import insert_markers, simple_tokenize, surface_key
-from data_prep.factual import (ProbeFacts, build_factual_dataset, collect_records, fewrel_examples,
-                               hold_out_probe_facts, load_redocred, redocred_aligned_examples, redocred_examples,
-                               save_factual_dataset, trex_evidence_examples)
+from data_prep.factual import (DEFAULT_SOURCES, KNOWN_SOURCES, ProbeFacts, build_factual_dataset, collect_records,
+                               fewrel_examples, hold_out_probe_facts, load_redocred, redocred_aligned_examples,
+                               redocred_examples, save_factual_dataset, trex_evidence_examples)
 from data_prep.lama import load_trex_evidence
 from data_prep.paths import data_path
+from data_prep.records import RC_FIELDS, validate_rc_record
 from data_prep.report import DataFormatError
 
 
@@ -35,6 +36,9 @@ def test_trex_evidence_records_real():
     peiper = next(r for r in records if r["subj_id"] == "Q1886736")
     assert marked_entities(peiper) == ("Allan Peiper", "Alexandra , Victoria")
     assert (peiper["relation"], peiper["obj_id"], peiper["source"]) == ("P19", "Q2643563", "lama_trex_evidence")
+    assert re.fullmatch(r"lama_trex_evidence:[\w-]+:\d+", peiper["id"]) and peiper["id"].split(":")[1] in \
+        {f["uuid"] for f in facts if f["sub_uri"] == "Q1886736"}
+    assert len({r["id"] for r in records}) == len(records) and all(validate_rc_record(r) for r in records)
     by_uri = {(f["sub_uri"], f["obj_uri"]): f for f in facts}
     for r in records:
         fact = by_uri[(r["subj_id"], r["obj_id"])]
@@ -69,6 +73,7 @@ def test_fewrel_val_wiki_real():
     counts = Counter(r["relation"] for r in records)
     assert len(counts) == 16 and set(counts.values()) == {700}
     assert all(re.fullmatch(r"Q\d+", r["subj_id"]) and re.fullmatch(r"Q\d+", r["obj_id"]) for r in records)
+    assert records[0]["id"] == "fewrel_val_wiki:P177-0" and len({r["id"] for r in records}) == 11200
     habsburg = next(r for r in records if r["relation"] == "P26" and r["subj_id"] == "Q1276954"
                     and r["tokens"][0] == "His")
     assert marked_entities(habsburg) == ("Francesca von Habsburg", "Karl von Habsburg")
@@ -135,6 +140,9 @@ def test_redocred_gold_records_real(redocred_dev):
     assert len({r["relation"] for r in records}) > 80
     first = [r for r in records if r["subj_id"] == "redocred_dev:0:E0" and r["relation"] == "P19"]
     assert [marked_entities(r) for r in first] == [('Wilfried " Willi " Schneider', "Mediaș")]
+    label = next(k for k, lab in enumerate(redocred_dev[0]["labels"]) if lab["r"] == "P19" and lab["h"] == 0)
+    assert re.fullmatch(rf"redocred_dev:0:s\d+:t{label}", first[0]["id"])
+    assert len({r["id"] for r in records}) == len(records) and all(validate_rc_record(r) for r in records)
     aligned, _ = redocred_aligned_examples(redocred_dev)
     assert len(aligned) == 8665  # measured; the aligner's example precision/recall is in test_data_alignment
 
@@ -169,6 +177,17 @@ def test_redocred_truncated_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- builder
+
+
+def test_default_sources_leave_out_the_fewrel_evaluation_set():
+    # FewRel val_wiki is a relation-classification evaluation set: pre-training on it would leak
+    assert DEFAULT_SOURCES == ("lama_trex_evidence", "redocred_dev", "redocred_test")
+    assert "fewrel_val_wiki" in KNOWN_SOURCES and not any("fewrel" in s for s in DEFAULT_SOURCES)
+    records, reports = collect_records(limit=2)
+    assert set(reports) == set(DEFAULT_SOURCES) == {r["source"] for r in records}
+    assert all(tuple(r)[:len(RC_FIELDS)] == RC_FIELDS for r in records)
+    with pytest.raises(ValueError, match="fewrel_val_wiki"):
+        collect_records(["fewrel"])
 
 
 def squashed(text):
