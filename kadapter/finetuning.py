@@ -33,7 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapter import CONFIG_NAME, KnowledgeAdapter
-from .backbone import BackboneFeatures, backbone_identity, extract_features, load_backbone
+from .backbone import BackboneFeatures, backbone_identity, load_backbone
+from .cache import FeatureCache
 from .baselines import MajorityBaseline, as_label_set
 from .config import AdapterConfig, FusionConfig
 from .encoding import EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset
@@ -48,6 +49,7 @@ ENTITY_TYPING, RELATION, MULTIPLE_CHOICE = "entity_typing", "relation_classifica
 #: Short letters used in setting names, and the adapter names they stand for.
 ADAPTER_LETTERS = {"F": "factual", "L": "linguistic"}
 RESULTS_NAME = "results.json"
+SPLITS = ("train", "dev", "test")
 
 
 # ====================================================================================================== tasks
@@ -352,88 +354,71 @@ class SplitFeatures:
     """One split's fixed features.
 
     ``backbone`` / ``adapters[key]``: vectors at the head's positions, (N, P, H), or (N, C, P, H) for C choices.
-    ``taps``: per sequence, the backbone's hidden states at ``tap_layers`` then its last layer, (L+1, T, H),
-    float16, kept only when some setting trains its adapters. ``positions``: (N, P) or (N, C, P).
+    ``cache``: the backbone's states at the adapters' tap layers and its last layer, one entry per sequence
+    (choices flattened: example i, choice c is sequence ``i * C + c``), for settings that train adapters.
+    ``positions``: (N, P) or (N, C, P).
     """
 
     backbone: torch.Tensor
     adapters: dict[str, torch.Tensor]
     labels: torch.Tensor
     positions: torch.Tensor
-    taps: list[torch.Tensor] | None = None
-    tap_layers: tuple[int, ...] = ()
+    cache: FeatureCache
+    choices: int = 0
 
     def __len__(self) -> int:
         return self.backbone.shape[0]
 
 
-def _sequences(encoded: Dataset, kind: str) -> tuple[list[dict], int]:
-    """Flatten an encoded split into single sequences (a multiple-choice example gives one per choice)."""
-    seqs = []
-    if kind == MULTIPLE_CHOICE:
-        choices = len(encoded[0]["input_ids"])
-        for ex in encoded:
-            for c in range(choices):
-                seqs.append({"input_ids": ex["input_ids"][c],
-                             "token_type_ids": ex["token_type_ids"][c] if "token_type_ids" in ex else None,
-                             "positions": [0]})
-        return seqs, choices
-    for ex in encoded:
-        seqs.append({"input_ids": ex["input_ids"], "token_type_ids": ex.get("token_type_ids"),
-                     "positions": ex["positions"]})
-    return seqs, 0
+def sequence_dataset(encoded: Dataset, kind: str) -> tuple[Dataset, list[list[int]], int]:
+    """One row per sequence (a multiple-choice example gives one per choice): the model inputs, the positions
+    the head reads in each, and the number of choices (0 when not multiple choice)."""
+    if kind != MULTIPLE_CHOICE:
+        columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in encoded.column_names]
+        return encoded.select_columns(columns), list(encoded["positions"]), 0
+    choices = len(encoded[0]["input_ids"])
+    flat: dict[str, list] = {}
+    for column in ("input_ids", "attention_mask", "token_type_ids"):
+        if column in encoded.column_names:
+            flat[column] = [seq for example in encoded[column] for seq in example]
+    return Dataset.from_dict(flat), [[0]] * (len(encoded) * choices), choices
 
 
 @torch.no_grad()
-def extract_split_features(backbone, encoded: Dataset, kind: str, adapters: Mapping[str, KnowledgeAdapter], *,
-                           pad_token_id: int, keep_taps: bool = False, tap_layers: Sequence[int] = (),
-                           batch_size: int = 64, desc: str = "features", progress: bool = True) -> SplitFeatures:
-    """Run the frozen backbone (and every frozen adapter in `adapters`, keyed by weight identity) once over a split.
-
-    Sequences are batched by length (little padding); results are put back in the split's order.
-    """
-    seqs, choices = _sequences(encoded, kind)
-    taps = tuple(sorted(set(tap_layers) | {t for a in adapters.values() for t in a.tap_layers}))
+def split_features(backbone, tokenizer, encoded: Dataset, kind: str, adapters: Mapping[str, KnowledgeAdapter], *,
+                   taps: Sequence[int], max_length: int, cache_root: str | Path | None = None,
+                   storage_dtype: str = "float16", batch_size: int = 64, progress: bool = True) -> SplitFeatures:
+    """The frozen backbone's states over a split (computed once, kept by :class:`kadapter.cache.FeatureCache`),
+    then every frozen adapter in `adapters` (keyed by weight identity) run once over them, and the backbone's
+    and adapters' vectors taken at the head's positions."""
+    sequences, seq_positions, choices = sequence_dataset(encoded, kind)
+    taps = sorted(set(taps) | {t for a in adapters.values() for t in a.tap_layers})
+    cache = FeatureCache.build(backbone, sequences, tokenizer=tokenizer, max_length=max_length, taps=taps,
+                               root=cache_root, storage_dtype=storage_dtype, batch_size=batch_size,
+                               progress=progress)
     for adapter in adapters.values():
         adapter.eval()
-    n_pos = len(seqs[0]["positions"])
-    hidden = backbone.config.hidden_size
-    pooled = torch.zeros(len(seqs), n_pos, hidden)
-    pooled_adapters = {key: torch.zeros(len(seqs), n_pos, hidden) for key in adapters}
-    kept_taps: list[torch.Tensor | None] = [None] * len(seqs)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]["input_ids"]))
+    n, n_pos, hidden = len(sequences), len(seq_positions[0]), backbone.config.hidden_size
+    pooled = torch.zeros(n, n_pos, hidden)
+    pooled_adapters = {key: torch.zeros(n, n_pos, hidden) for key in adapters}
     device = next(backbone.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
-        rows = order[start:start + batch_size]
-        width = max(len(seqs[i]["input_ids"]) for i in rows)
-        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        types = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            n = len(seqs[i]["input_ids"])
-            ids[r, :n], mask[r, :n] = torch.tensor(seqs[i]["input_ids"]), 1
-            if seqs[i]["token_type_ids"] is not None:
-                types[r, :n] = torch.tensor(seqs[i]["token_type_ids"])
-        has_types = seqs[rows[0]]["token_type_ids"] is not None
-        feats = extract_features(backbone, ids.to(device), mask.to(device), types.to(device) if has_types else None,
-                                 taps)
-        positions = torch.tensor([seqs[i]["positions"] for i in rows], device=device)
+    order = np.argsort(cache.lengths, kind="stable")  # similar lengths share a batch: little padding
+    for start in tqdm(range(0, n, batch_size), desc="adapter features", disable=not (progress and adapters),
+                      leave=False):
+        rows = order[start:start + batch_size].tolist()
+        feats = cache.features(rows).to(device)
+        positions = torch.tensor([seq_positions[i] for i in rows], device=device)
         batch_index = torch.arange(len(rows), device=device)[:, None]
         pooled[rows] = feats.last_hidden_state[batch_index, positions].float().cpu()
         for key, adapter in adapters.items():
             out = adapter(feats.hidden_states, feats.attention_mask)
             pooled_adapters[key][rows] = out[batch_index, positions].float().cpu()
-        if keep_taps:
-            stacked = torch.stack([feats.hidden_states[t] for t in taps] + [feats.last_hidden_state], dim=1)
-            for r, i in enumerate(rows):
-                kept_taps[i] = stacked[r, :, : int(mask[r].sum())].to(torch.float16).cpu().clone()
-    positions = torch.tensor([s["positions"] for s in seqs])
-    labels = torch.tensor(encoded["labels"])
+    positions = torch.tensor(seq_positions)
     if choices:  # back to (examples, choices, ...)
         pooled = pooled.view(-1, choices, n_pos, hidden)
         pooled_adapters = {k: v.view(-1, choices, n_pos, hidden) for k, v in pooled_adapters.items()}
         positions = positions.view(-1, choices, n_pos)
-    return SplitFeatures(pooled, pooled_adapters, labels, positions, kept_taps if keep_taps else None, taps)
+    return SplitFeatures(pooled, pooled_adapters, torch.tensor(encoded["labels"]), positions, cache, choices)
 
 
 # ======================================================================================================= models
@@ -528,42 +513,29 @@ class PooledDataset(torch.utils.data.Dataset):
 
 
 class TapsDataset(torch.utils.data.Dataset):
-    """Items holding an example's cached backbone states (one tensor per sequence), for trained adapters."""
+    """Items naming an example's sequences in the feature cache, for settings that train adapters."""
 
     def __init__(self, feats: SplitFeatures):
-        if feats.taps is None:
-            raise ValueError("these features were extracted without keep_taps")
         self.feats = feats
-        self.choices = feats.backbone.shape[1] if feats.backbone.dim() == 4 else 0
 
     def __len__(self) -> int:
         return len(self.feats)
 
     def __getitem__(self, i: int) -> dict:
-        if self.choices:
-            seqs = self.feats.taps[i * self.choices:(i + 1) * self.choices]
-        else:
-            seqs = [self.feats.taps[i]]
-        return {"taps": seqs, "positions": self.feats.positions[i], "labels": self.feats.labels[i]}
+        c = self.feats.choices
+        sequences = list(range(i * c, (i + 1) * c)) if c else [i]
+        return {"sequences": sequences, "positions": self.feats.positions[i], "labels": self.feats.labels[i]}
 
 
-def collate_taps(tap_layers: Sequence[int]):
-    """Pad cached backbone states into ``BackboneFeatures`` (choices flattened into the batch)."""
+def collate_taps(cache: FeatureCache, choices: int = 0):
+    """Read the items' backbone states from the cache into ``BackboneFeatures`` (choices flattened)."""
     def collate(items: list[dict]) -> dict:
-        seqs = [s for item in items for s in item["taps"]]
-        width = max(s.shape[1] for s in seqs)
-        layers, hidden = seqs[0].shape[0], seqs[0].shape[2]
-        states = torch.zeros(len(seqs), layers, width, hidden)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            states[i, :, : s.shape[1]] = s.float()
-            mask[i, : s.shape[1]] = 1
-        features = BackboneFeatures({t: states[:, j] for j, t in enumerate(tap_layers)}, states[:, -1], mask)
+        features = cache.features([s for item in items for s in item["sequences"]])
         positions = torch.stack([item["positions"] for item in items])
-        batch = {"features": features, "positions": positions.flatten(0, 1) if positions.dim() == 3 else positions,
+        batch = {"features": features, "positions": positions.flatten(0, 1) if choices else positions,
                  "labels": torch.stack([item["labels"] for item in items])}
-        if len(items[0]["taps"]) > 1 or positions.dim() == 3:
-            batch["num_choices"] = len(items[0]["taps"])
+        if choices:
+            batch["num_choices"] = choices
         return batch
 
     return collate
@@ -671,6 +643,9 @@ class FineTuneConfig:
     # knowledge adapters are also one fixed draw. None: a fresh random adapter per run seed (costs one more
     # adapter pass over the data per seed when frozen).
     random_adapter_seed: int | None = 0
+    cache_root: str | None = None  # the backbone feature cache (None: $KADAPTER_CACHE or ~/.cache/kadapter)
+    cache_dtype: str = "float16"
+    device: str = "cpu"
     progress: bool = True
 
     def learning_rate_for(self, setting: Setting) -> float:
@@ -695,14 +670,15 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
     output_dir.mkdir(parents=True, exist_ok=True)
     if backbone is None:
         backbone, tokenizer = load_backbone()
-    backbone.eval()
+    backbone.to(config.device).eval()
     identity = backbone_identity(backbone)
     names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise ValueError(f"setting names must be unique: {names}")
 
-    encoded, encoding_stats = encode_task(data, tokenizer, config.max_length)
-    features, feature_seconds = _features_for(settings, seeds, data, encoded, backbone, identity, tokenizer, config)
+    t_features = time.time()
+    encoded, encoding_stats, features = prepare_features(data, settings, seeds, config, backbone, tokenizer)
+    feature_seconds = time.time() - t_features
 
     runs = []
     for setting in settings:
@@ -711,8 +687,7 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
             record = _load_finished(run_dir, setting, seed, config, data)
             if record is None:
                 _start_fresh_if_changed(run_dir, _run_identity(setting, seed, config, data))
-                record = _run_one(setting, seed, data, encoded, features, backbone, identity, tokenizer, config,
-                                  run_dir)
+                record = _run_one(setting, seed, data, encoded, features, backbone, tokenizer, config, run_dir)
                 _write_json(run_dir / "run.json", record)
             runs.append(record)
 
@@ -730,11 +705,16 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
     return results
 
 
-def _features_for(settings, seeds, data, encoded, backbone, identity, tokenizer, config):
-    """Backbone vectors + every frozen adapter's vectors (+ backbone tap states when some adapter is trained)."""
-    t0 = time.time()
+def prepare_features(data: TaskData, settings: Sequence[Setting], seeds: Sequence[int], config: FineTuneConfig,
+                     backbone, tokenizer) -> tuple[DatasetDict, dict, dict[str, SplitFeatures]]:
+    """Encode every split and compute what stays fixed: the backbone's vectors and every frozen adapter's vectors
+    at the head's positions; the backbone states at the taps stay in the feature cache for settings that train
+    adapters. Returns (encoded splits, encoding stats per split, {split: SplitFeatures} or {} when no setting
+    needs them)."""
+    encoded, stats = encode_task(data, tokenizer, config.max_length)
+    identity = backbone_identity(backbone)
     frozen: dict[str, KnowledgeAdapter] = {}
-    keep_taps, tap_layers = False, set()
+    taps: set[int] = set()
     for setting in settings:
         if setting.mode == "pooled" and setting.adapters:
             for seed in _adapter_seeds(setting, seeds, config):
@@ -742,19 +722,18 @@ def _features_for(settings, seeds, data, encoded, backbone, identity, tokenizer,
                     if key not in frozen:
                         frozen[key] = build_adapter(setting, name, identity, seed)
         if setting.mode == "taps":
-            keep_taps = True
             for name in setting.adapters:
-                tap_layers.update(build_adapter(setting, name, identity, 0).tap_layers)
+                taps.update(build_adapter(setting, name, identity, 0).tap_layers)
     if not any(s.mode in ("pooled", "taps") for s in settings):
-        return {}, 0.0
+        return encoded, stats, {}
     features = {
-        split: extract_split_features(backbone, enc, data.task.kind, frozen, pad_token_id=tokenizer.pad_token_id,
-                                      keep_taps=keep_taps, tap_layers=sorted(tap_layers),
-                                      batch_size=config.feature_batch_size, desc=f"features {split}",
-                                      progress=config.progress)
+        split: split_features(backbone, tokenizer, enc, data.task.kind, frozen, taps=sorted(taps),
+                              max_length=config.max_length, cache_root=config.cache_root,
+                              storage_dtype=config.cache_dtype, batch_size=config.feature_batch_size,
+                              progress=config.progress)
         for split, enc in encoded.items()
     }
-    return features, time.time() - t0
+    return encoded, stats, features
 
 
 def _adapter_seeds(setting: Setting, seeds, config: FineTuneConfig) -> list:
@@ -765,7 +744,7 @@ def _adapter_seeds(setting: Setting, seeds, config: FineTuneConfig) -> list:
 
 def _run_identity(setting: Setting, seed, config: FineTuneConfig, data: TaskData) -> dict:
     return {"setting": setting.to_dict(), "seed": seed, "config": {k: v for k, v in asdict(config).items()
-                                                                     if k not in ("progress",)},
+                                                                     if k not in ("progress", "cache_root", "device")},
             "data": data.provenance.get("used_sizes")}
 
 
@@ -787,8 +766,8 @@ def _start_fresh_if_changed(run_dir: Path, identity: dict) -> None:
     _write_json(path, identity)
 
 
-def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, features: dict, backbone, identity,
-             tokenizer, config: FineTuneConfig, run_dir: Path) -> dict:
+def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, features: dict, backbone, tokenizer,
+             config: FineTuneConfig, run_dir: Path) -> dict:
     t0 = time.time()
     record = {"setting": setting.name, "seed": seed, "identity": _run_identity(setting, seed, config, data)}
     if setting.baseline:
@@ -800,23 +779,23 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
         record.update(best_epoch=None, history=[], trainable_parameters=0, seconds=time.time() - t0)
         return record
 
-    model, train_set, dev_set, test_set, collate = _build(setting, seed, data, encoded, features, backbone,
-                                                          identity, tokenizer, config)
+    model, splits = build_model(setting, seed, data, encoded, features, backbone, tokenizer, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metric = data.task.metric
     train_config = TrainConfig(
         output_dir=str(run_dir / "trainer"), epochs=config.epochs, batch_size=config.batch_size,
         learning_rate=config.learning_rate_for(setting), weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio, seed=seed, metric=metric, patience=config.patience, cpu=True,
+        warmup_ratio=config.warmup_ratio, seed=seed, metric=metric, patience=config.patience,
+        cpu=config.device == "cpu",
         progress=config.progress, log_every=50)
 
     def on_dev(m):
-        return evaluate_split(m, dev_set, collate, data, "dev", config.eval_batch_size)[0]
+        return evaluate_split(m, *splits["dev"], data, "dev", config.eval_batch_size)[0]
 
-    summary = train(model, train_set, train_config, collate_fn=collate, evaluate=on_dev)
+    summary = train(model, splits["train"][0], train_config, collate_fn=splits["train"][1], evaluate=on_dev)
     run = summary["runs"]["model"]
     # The best epoch's weights are back in `model`; test is looked at now, once.
-    record["test"], test_pred = evaluate_split(model, test_set, collate, data, "test", config.eval_batch_size)
+    record["test"], test_pred = evaluate_split(model, *splits["test"], data, "test", config.eval_batch_size)
     record["dev"] = {k: v for k, v in run["history"][run["best_epoch"]].items() if k != "epoch"}
     record.update(best_epoch=run["best_epoch"], epochs_run=summary["epochs_run"], stopped_early=run["stopped"],
                   history=run["history"], trainable_parameters=trainable, seconds=time.time() - t0,
@@ -824,9 +803,16 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
     return record
 
 
-def _build(setting: Setting, seed, data: TaskData, encoded, features, backbone, identity, tokenizer,
-           config: FineTuneConfig):
-    """The model to train and its train/dev/test datasets and collate function, initialised from `seed`."""
+def build_model(setting: Setting, seed: int, data: TaskData, encoded: DatasetDict,
+                features: Mapping[str, SplitFeatures], backbone, tokenizer, config: FineTuneConfig):
+    """The model a setting trains, initialised from `seed`, and ``{split: (dataset, collate function)}``.
+
+    Trainable: fusion + head; the adapters too when ``adapters_trainable``; the backbone too (a private copy, so
+    the shared one stays untouched) when ``backbone_trainable``.
+    """
+    if setting.baseline:
+        raise ValueError(f"{setting.name!r} is a baseline: nothing to train")
+    identity = backbone_identity(backbone)
     kind, hidden = data.task.kind, identity.hidden_size
     num_labels = len(data.labels) if data.labels else None
     torch.manual_seed(seed)  # head and fusion initialisation
@@ -835,8 +821,7 @@ def _build(setting: Setting, seed, data: TaskData, encoded, features, backbone, 
         keys = setting.adapter_keys(adapter_seed)
         fusion = Fusion(FusionConfig(setting.fusion, list(setting.adapters)), hidden)
         model = PooledTaskModel(kind, fusion, make_head(kind, hidden, num_labels, config.dropout))
-        sets = [PooledDataset(features[s], keys) for s in ("train", "dev", "test")]
-        return (model, *sets, torch.utils.data.default_collate)
+        return model, {s: (PooledDataset(features[s], keys), torch.utils.data.default_collate) for s in SPLITS}
 
     adapters = {name: build_adapter(setting, name, identity, adapter_seed) for name in setting.adapters}
     torch.manual_seed(seed)
@@ -847,11 +832,10 @@ def _build(setting: Setting, seed, data: TaskData, encoded, features, backbone, 
     model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout),
                               backbone_trainable=setting.backbone_trainable)
     if setting.mode == "taps":
-        feats = features["train"]
-        sets = [TapsDataset(features[s]) for s in ("train", "dev", "test")]
-        return (model, *sets, collate_taps(feats.tap_layers))
-    sets = [TokensDataset(encoded[s], kind) for s in ("train", "dev", "test")]
-    return (model, *sets, collate_tokens(kind, tokenizer.pad_token_id))
+        return model, {s: (TapsDataset(features[s]), collate_taps(features[s].cache, features[s].choices))
+                       for s in SPLITS}
+    collate = collate_tokens(kind, tokenizer.pad_token_id)
+    return model, {s: (TokensDataset(encoded[s], kind), collate) for s in SPLITS}
 
 
 def _jsonable(value):
