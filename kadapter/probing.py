@@ -485,6 +485,14 @@ class MaskedLMProbe(nn.Module):
         self.fusion, self.head, self.identity = fusion, head, identity
         self.recipe = dict(recipe or {})
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.bias.device
+
+    def inputs(self, sources: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The feature sources this probe reads, on its device."""
+        return {k: sources[k].to(self.device) for k in [BACKBONE_SOURCE, *self.adapter_names]}
+
     def forward(self, sources: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None) -> ProbeOutput:
         """Vocabulary logits from features at some positions (``sources[BACKBONE_SOURCE]`` and each adapter's
         output there); with ``labels`` (gold token ids) also the masked-LM cross-entropy."""
@@ -536,7 +544,8 @@ def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed
         if head is None:
             head = MaskedLMProbeHead(model.hidden_size, model.backbone.get_input_embeddings(), hidden_act,
                                      layer_norm_eps)
-    return MaskedLMProbe(adapter_names, fusion_module, head, model.identity, {"seed": seed, **(recipe or {})})
+    probe = MaskedLMProbe(adapter_names, fusion_module, head, model.identity, {"seed": seed, **(recipe or {})})
+    return probe.to(next(model.backbone.parameters()).device)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -612,7 +621,7 @@ def masked_token_accuracy(probe: MaskedLMProbe, data: MaskedFeatures, ks: Sequen
     hits = {k: 0 for k in ks}
     for start in range(0, len(data), batch_size):
         batch = data.subset(range(start, min(start + batch_size, len(data))))
-        top = probe(batch.sources).logits.topk(max(ks), dim=-1).indices
+        top = probe(probe.inputs(batch.sources)).logits.topk(max(ks), dim=-1).indices.cpu()
         for k in ks:
             hits[k] += int((top[:, :k] == batch.labels[:, None]).any(-1).sum())
     return {f"acc@{k}": hits[k] / len(data) for k in ks} | {"n": float(len(data))}
@@ -649,7 +658,7 @@ def rank_answers(probe: MaskedLMProbe, features: MaskedFeatures, vocabulary: Can
     ranks, tops = [], []
     for start in range(0, len(features), batch_size):
         batch = features.subset(range(start, min(start + batch_size, len(features))))
-        scores = probe(batch.sources).logits[:, candidates]
+        scores = probe(probe.inputs(batch.sources)).logits[:, candidates.to(probe.device)].float().cpu()
         gold = [vocabulary.index(int(t)) for t in batch.labels]
         ranks.append(rank_of_gold(scores, gold))
         tops.append(candidates[scores.topk(min(top, len(candidates)), dim=-1).indices].numpy())
@@ -826,7 +835,7 @@ def predict_topk(model: KAdapterModel, probe: MaskedLMProbe, text: str, k: int =
     sources = masked_position_features(model, input_ids, mask, torch.tensor([0]), torch.tensor([position]),
                                        probe.adapter_names)
     probe.eval()
-    logits = probe(sources).logits[0]
+    logits = probe(probe.inputs(sources)).logits[0].float().cpu()
     candidates = torch.tensor((vocabulary or full_vocabulary(tokenizer)).token_ids)
     probs = logits[candidates].softmax(-1)
     best = probs.topk(min(k, len(candidates)))
