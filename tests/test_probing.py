@@ -339,6 +339,46 @@ def test_lama_probe_on_real_facts(minilm):
     assert rows[-1]["p@1"] == result["majority"]["macro"]["p@1"] and rows[0]["facts"] == 120
 
 
+def test_lama_probe_reads_google_re_format(minilm, tmp_path):
+    from data_prep.lama import load_google_re
+
+    def line(pred, sub, obj, uuid, yes=3):
+        return json.dumps({"pred": pred, "sub": "/m/x", "obj": "/m/y", "sub_label": sub, "obj_label": obj,
+                           "uuid": uuid, "masked_sentences": [f"{sub} was born in [MASK] ."],
+                           "judgments": [{"rater": str(i), "judgment": "yes"} for i in range(yes)]})
+
+    path = tmp_path / "google_re.jsonl"
+    path.write_text("\n".join([
+        line("/people/person/place_of_birth", "Khatchig Mouradian", "Lebanon", "a"),
+        line("/people/person/place_of_birth", "Jacob Henry Studer", "Columbus", "b"),
+        line("/people/person/date_of_birth", "Allan Peiper", "1960", "c"),
+        line("/people/deceased_person/place_of_death", "Dante Alighieri", "Ravenna", "d", yes=0)]) + "\n")
+    facts, report = load_google_re(path)
+    assert report.kept == 3
+    result = lama_probe(minilm, {"backbone": build_probe(minilm, [], seed=0)}, facts)
+    assert result["facts"]["per_relation"] == {"date_of_birth": 1, "place_of_birth": 2}
+    assert {p["gold_token"] for p in result["predictions"]} == {"lebanon", "columbus", "1960"}
+
+
+def test_benchmark_script_runs(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "probe_throughput.py"
+    spec = importlib.util.spec_from_file_location("probe_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        result = module.main(["--relations", "P19", "P36", "--limit", "12", "--single-facts", "6",
+                              "--output", str(tmp_path / "bench.json")])
+    finally:
+        torch.set_num_threads(threads)  # the script pins threads; leave the session as it was
+    assert json.loads((tmp_path / "bench.json").read_text()) == result
+    assert result["facts"] == 24 and result["one_per_forward"]["facts"] == 6
+    assert result["batched"]["facts_per_s"] > 0 and result["ranks_differ_on_subset"] <= 1
+
+
 def test_predict_topk(minilm):
     probe = build_probe(minilm, ["factual"], seed=0)
     top = predict_topk(minilm, probe, "Ravens can [MASK].", k=7)
