@@ -659,8 +659,9 @@ def _slug(text: str) -> str:
 
 
 def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[int], config: FineTuneConfig,
-                   output_dir: str | Path, backbone=None, tokenizer=None) -> dict:
-    """Every setting × seed on one task. Returns (and writes to ``output_dir/results.json``) the results dict.
+                   output_dir: str | Path, backbone=None, tokenizer=None, metadata: Mapping | None = None) -> dict:
+    """Every setting × seed on one task. Returns (and writes to ``output_dir/results.json``) the results dict,
+    with `metadata` (e.g. ``{"adapters_untrained": True}``) merged in.
 
     Finished runs are kept in ``output_dir/<setting>/seed<k>/run.json`` and reused when the same configuration is
     run again, so an interrupted table resumes where it stopped.
@@ -700,6 +701,7 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         "summary": summarize(runs, data.task.metric, names),
         "paper_reference": paper_reference(data.task.name),
         "seconds": {"features": feature_seconds, "total": time.time() - t0},
+        **dict(metadata or {}),
     }
     _write_json(output_dir / RESULTS_NAME, results)
     return results
@@ -922,3 +924,88 @@ def paper_reference(task: str) -> dict | None:
     if entry is None:
         return None
     return {k: PAPER_REFERENCE[k] for k in ("source", "backbone", "note")} | entry
+
+
+# ========================================================================================= reading the results
+def compare(results: Mapping, a: str, b: str, split: str = "test") -> dict | None:
+    """``a`` minus ``b`` on the headline metric (points), against the seed spread sqrt(std_a² + std_b²).
+
+    A difference inside the spread is no evidence either way. None when a setting is missing.
+    """
+    rows = {row["setting"]: row for row in results["summary"]}
+    if a not in rows or b not in rows:
+        return None
+    diff = 100 * (rows[a][f"{split}_mean"] - rows[b][f"{split}_mean"])
+    spread = 100 * float(np.hypot(rows[a][f"{split}_std"], rows[b][f"{split}_std"]))
+    return {"a": a, "b": b, "split": split, "difference": diff, "spread": spread,
+            "beyond_spread": abs(diff) > spread, "n_seeds": (rows[a]["n_seeds"], rows[b]["n_seeds"])}
+
+
+def knowledge_verdicts(results: Mapping, split: str = "test") -> list[str]:
+    """One sentence per comparison: did an adapter beat the backbone, and did *knowledge* (not the added capacity)
+    help, judged against the matching "w/o knowledge" control and the seed spread."""
+    metric = results["metric"]
+    names = {row["setting"] for row in results["summary"]}
+    lines = []
+
+    def sentence(c: dict, what: str) -> str:
+        if c["beyond_spread"]:
+            verdict = "helps" if c["difference"] > 0 else "hurts"
+        else:
+            verdict = "no evidence either way (within the seed spread)"
+        return (f"{c['a']} vs {c['b']}: {c['difference']:+.2f} points {split} {metric} "
+                f"(seed spread ±{c['spread']:.2f}) — {what}: {verdict}.")
+
+    for combo in [n for n in ("+F", "+L", "+F+L") if n in names]:
+        c = compare(results, combo, "backbone", split)
+        if c:
+            lines.append(sentence(c, "adapters over the backbone alone"))
+        for control in (f"{combo} (w/o knowledge, frozen)", f"{combo} (w/o knowledge, trained)"):
+            c = compare(results, combo, control, split)
+            if c:
+                lines.append(sentence(c, "knowledge rather than capacity"))
+    return lines
+
+
+def resolve_adapter_dirs(paths: Mapping[str, str | Path | None], backbone, stand_in: Mapping | None = None,
+                         stand_in_root: str | Path | None = None) -> tuple[dict[str, str], bool]:
+    """Adapter directories by letter. A missing directory is an error, unless `stand_in` (an AdapterConfig as a
+    dict) is given: then a freshly initialised adapter is saved under `stand_in_root` in its place (smoke runs),
+    and the second value says so — results from stand-ins must be labelled as untrained."""
+    resolved, untrained = {}, False
+    for letter, path in paths.items():
+        if path is not None and (Path(path) / CONFIG_NAME).is_file():
+            resolved[letter] = str(path)
+            continue
+        if stand_in is None:
+            raise FileNotFoundError(f"adapter {letter}: {path} is not a saved adapter directory (pre-train it first, "
+                                    "or pass a stand-in size for a smoke run)")
+        seed = sorted(paths).index(letter) + 1
+        resolved[letter] = str(save_untrained_adapter(Path(stand_in_root) / f"untrained_{letter}", backbone,
+                                                      AdapterConfig.from_dict(dict(stand_in)), seed=seed,
+                                                      stands_in_for=str(path)))
+        untrained = True
+    return resolved, untrained
+
+
+#: The notebook's parameters for the pipeline's smoke profile (~1-2 min on 2 busy cores) and paper profile.
+NOTEBOOK_SMOKE_PARAMETERS = {
+    "tasks": ["openentity", "semeval", "cosmosqa"],
+    "limits": {"openentity": {"train": 48, "dev": 24, "test": 24}, "semeval": {"train": 48, "dev": 24, "test": 24},
+               "cosmosqa": {"train": 16, "dev": 8, "test": 8}},
+    "factual_adapter": "{run}/02_adapter_pretraining/factual/adapters/factual",
+    "linguistic_adapter": "{run}/02_adapter_pretraining/linguistic/adapters/linguistic",
+    "stand_in_adapter": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+                         "num_transformer_layers": 1},
+    "seeds": [0, 1], "epochs": 2, "max_length": 64, "device": "cpu",
+}
+NOTEBOOK_PAPER_PARAMETERS = {
+    "backbone": "roberta-large",
+    "tasks": ["openentity", "fewrel", "cosmosqa"],
+    "limits": {},
+    "factual_adapter": "{run}/02_adapter_pretraining/factual/adapters/factual",
+    "linguistic_adapter": "{run}/02_adapter_pretraining/linguistic/adapters/linguistic",
+    "stand_in_adapter": None,
+    "seeds": [0, 1, 2], "epochs": 10, "max_length": 256, "device": "cuda",
+    "trained_backbone_combinations": ["", "F", "F+L"],
+}

@@ -1,0 +1,285 @@
+"""Fine-tuning runner on the real MiniLM and real data (small slices): settings train what they say, the pooled
+shortcut equals the full model, model selection uses dev only and test is evaluated once, truncation is reported,
+the TACRED-format sample runs end to end, and the notebook runs under papermill."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kadapter import AdapterConfig, KnowledgeAdapter, KAdapterModel, load_backbone
+from kadapter import finetuning as ft
+from kadapter.plotting import results_bar_chart
+
+# Distinct, clearly non-identity adapters (init_range 0.05): swapping two of them would change every output.
+TINY = AdapterConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1,
+                     init_range=0.05)
+SMALL = {"train": 12, "dev": 6, "test": 6}
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_path):
+    torch.set_num_threads(2)
+    return load_backbone(minilm_path)
+
+
+@pytest.fixture(scope="module")
+def adapter_dirs(minilm, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return {"F": str(ft.save_untrained_adapter(root / "factual", minilm[0], TINY, seed=11)),
+            "L": str(ft.save_untrained_adapter(root / "linguistic", minilm[0], TINY, seed=12))}
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("feature_cache"))
+
+
+def config(cache_root, **overrides):
+    return ft.FineTuneConfig(**{"epochs": 2, "max_length": 64, "progress": False, "cache_root": cache_root,
+                                "batch_size": 4, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+def test_standard_settings_names_and_modes(adapter_dirs):
+    settings = ft.standard_settings(adapter_dirs)
+    assert [s.name for s in settings] == ["majority", "backbone", "+F", "+L", "+F+L", "+F (w/o knowledge, frozen)",
+                                          "+F (w/o knowledge, trained)"]
+    modes = {s.name: s.mode for s in settings}
+    assert modes["majority"] == "baseline" and modes["+F (w/o knowledge, trained)"] == "taps"
+    assert all(modes[n] == "pooled" for n in ("backbone", "+F", "+L", "+F+L", "+F (w/o knowledge, frozen)"))
+    by_name = {s.name: s for s in settings}
+    assert by_name["+F+L"].adapters == {"factual": adapter_dirs["F"], "linguistic": adapter_dirs["L"]}
+    assert by_name["+F (w/o knowledge, frozen)"].adapters == by_name["+F"].adapters  # same architecture source
+    trained = ft.standard_settings(adapter_dirs, backbone_trainable=True, fusion="add", majority=False,
+                                   controls=(), trained_controls=())
+    assert [s.name for s in trained] == ["backbone | backbone trained", "+F | add fusion | backbone trained",
+                                         "+L | add fusion | backbone trained", "+F+L | add fusion | backbone trained"]
+    assert {s.mode for s in trained} == {"tokens"}
+    with pytest.raises(ValueError, match="no adapter directory"):
+        ft.standard_settings({"F": adapter_dirs["F"]})
+    with pytest.raises(ValueError, match="fusion mode"):
+        ft.Setting("x", fusion="mean")
+    assert ft.Setting.from_dict(by_name["+F+L"].to_dict()) == by_name["+F+L"]
+
+
+def test_without_knowledge_adapter_same_architecture_fresh_weights(minilm, adapter_dirs):
+    identity = KAdapterModel(minilm[0]).identity
+    setting = ft.Setting("+F (w/o knowledge, frozen)", {"factual": adapter_dirs["F"]}, knowledge=False)
+    trained = KnowledgeAdapter.from_pretrained(adapter_dirs["F"], backbone=identity)
+    fresh = ft.build_adapter(setting, "factual", identity, seed=0)
+    assert fresh.config == trained.config
+    assert fresh.state_dict().keys() == trained.state_dict().keys()
+    assert not torch.equal(fresh.adapter_layers[0].down_project.weight, trained.adapter_layers[0].down_project.weight)
+    again = ft.build_adapter(setting, "factual", identity, seed=0)
+    other = ft.build_adapter(setting, "factual", identity, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(fresh.adapter_layers[0].down_project.weight, other.adapter_layers[0].down_project.weight)
+    # Its initialisation is the one knowledge pre-training starts from: a KnowledgeAdapter built from the config.
+    torch.manual_seed(0)
+    start = KnowledgeAdapter(trained.config, identity)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), start.state_dict().values()))
+
+
+def _trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_settings_train_exactly_the_intended_parameters(minilm, adapter_dirs, cache_root):
+    backbone, tokenizer = minilm
+    data = ft.load_task("openentity", limits=SMALL)
+    settings = ft.standard_settings(adapter_dirs)[1:] + [
+        ft.Setting("+F | backbone trained", {"factual": adapter_dirs["F"]}, backbone_trainable=True)]
+    cfg = config(cache_root)
+    encoded, _, features = ft.prepare_features(data, settings, [0], cfg, backbone, tokenizer)
+    built = {s.name: ft.build_model(s, 0, data, encoded, features, backbone, tokenizer, cfg)[0] for s in settings}
+
+    assert _trainable(built["backbone"]) == {"head.classifier.weight", "head.classifier.bias"}  # no fusion params
+    for name in ("+F", "+L", "+F (w/o knowledge, frozen)", "+F+L"):
+        model = built[name]
+        assert isinstance(model, ft.PooledTaskModel)  # adapters and backbone are not even in the module
+        assert _trainable(model) == {n for n, _ in model.named_parameters()}
+        assert {n.split(".")[0] for n in _trainable(model)} == {"fusion", "head"}
+    assert set(built["+F+L"].fusion.per_adapter) == {"factual", "linguistic"}
+
+    control = built["+F (w/o knowledge, trained)"]
+    prefixes = {".".join(n.split(".")[:2]) for n in _trainable(control)}
+    assert prefixes == {"encoder.adapters", "encoder.fusion", "head.classifier"}
+    assert not any(n.startswith("encoder.backbone.") for n in _trainable(control))
+    adapter = control.encoder.adapters["factual"]
+    assert sum(p.numel() for p in adapter.parameters()) == sum(
+        p.numel() for p in KnowledgeAdapter.from_pretrained(adapter_dirs["F"]).parameters())  # same capacity
+
+    tuned = built["+F | backbone trained"]
+    assert {n for n in _trainable(tuned) if n.startswith("encoder.backbone.")} == {
+        f"encoder.backbone.{n}" for n, _ in backbone.named_parameters()}
+    assert not any(n.startswith("encoder.adapters.") for n in _trainable(tuned))  # adapters stay frozen
+    assert tuned.encoder.backbone is not backbone and not any(p.requires_grad for p in backbone.parameters())
+    tuned.train()
+    assert tuned.encoder.backbone.training  # dropout on while the backbone is fine-tuned
+    with pytest.raises(ValueError, match="baseline"):
+        ft.build_model(ft.Setting("majority", baseline="majority"), 0, data, encoded, features, backbone, tokenizer,
+                       cfg)
+
+
+@pytest.mark.parametrize("task", ["semeval", "cosmosqa"])
+def test_pooled_shortcut_equals_the_full_model(minilm, adapter_dirs, cache_root, task):
+    """Fusion + head on vectors taken at the markers == the whole KAdapterModel + head on token ids."""
+    backbone, tokenizer = minilm
+    data = ft.load_task(task, limits={"train": 4, "dev": 3, "test": 3})
+    setting = ft.Setting("+F+L", {"factual": adapter_dirs["F"], "linguistic": adapter_dirs["L"]})
+    cfg = config(cache_root, cache_dtype="float32")
+    encoded, _, features = ft.prepare_features(data, [setting], [0], cfg, backbone, tokenizer)
+    pooled, splits = ft.build_model(setting, 0, data, encoded, features, backbone, tokenizer, cfg)
+    logits = ft.predict(pooled, *splits["test"])
+
+    encoder = KAdapterModel(backbone, {n: p for n, p in setting.adapters.items()}, tokenizer=tokenizer)
+    full = ft.SequenceTaskModel(data.task.kind, encoder, pooled.head)
+    full.encoder.fusion.load_state_dict(pooled.fusion.state_dict())
+    live = ft.predict(full, ft.TokensDataset(encoded["test"], data.task.kind),
+                      ft.collate_tokens(data.task.kind, tokenizer.pad_token_id))
+    assert logits.shape == live.shape == ((3, 4) if task == "cosmosqa" else (3, len(data.labels)))
+    torch.testing.assert_close(logits, live, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_root, tmp_path, monkeypatch):
+    backbone, tokenizer = minilm
+    data = ft.load_task("openentity", limits=SMALL)
+    calls = []
+    real = ft.evaluate_split
+
+    def spy(model, dataset, collate, data_, split, batch_size=256):
+        metrics, pred = real(model, dataset, collate, data_, split, batch_size)
+        calls.append((split, metrics))
+        return metrics, pred
+
+    monkeypatch.setattr(ft, "evaluate_split", spy)
+    settings = [ft.Setting("majority", baseline="majority"), ft.Setting("backbone"),
+                ft.Setting("+F", {"factual": adapter_dirs["F"]})]
+    cfg = config(cache_root, epochs=3, patience=None, learning_rate=3e-3)
+    results = ft.run_finetuning(data, settings, [0, 1], cfg, tmp_path, backbone, tokenizer)
+
+    # 4 trained runs x (3 dev evaluations, then 1 test evaluation); the majority baseline trains nothing.
+    assert [split for split, _ in calls] == (["dev"] * 3 + ["test"]) * 4
+    model_runs = [r for r in results["runs"] if r["setting"] != "majority"]
+    for i, run in enumerate(model_runs):
+        dev_scores = [m["micro_f1"] for split, m in calls[4 * i:4 * i + 3]]
+        assert [h["micro_f1"] for h in run["history"]] == dev_scores
+        assert run["best_epoch"] == dev_scores.index(max(dev_scores))  # first best epoch, by dev only
+        assert run["dev"]["micro_f1"] == max(dev_scores)
+        assert run["test"] == calls[4 * i + 3][1]
+    summary = {row["setting"]: row for row in results["summary"]}
+    assert summary["backbone"]["n_seeds"] == 2 and summary["majority"]["n_seeds"] == 1
+    mean = sum(summary["+F"]["test_values"]) / 2
+    assert summary["+F"]["test_mean"] == pytest.approx(mean)
+    assert results["paper_reference"]["values"]["+F"] == 77.53
+    assert "different backbone" in results["paper_reference"]["note"].lower()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["summary"] == results["summary"]
+
+    calls.clear()  # a rerun of the same configuration reuses the finished runs
+    again = ft.run_finetuning(data, settings, [0, 1], cfg, tmp_path, backbone, tokenizer)
+    assert calls == [] and again["summary"] == results["summary"]
+
+
+# ------------------------------------------------------------------------------------------------- truncation
+def test_truncation_around_markers_is_counted_and_markers_survive(minilm):
+    _, tokenizer = minilm
+    for task, max_length, markers in (("openentity", 16, ["@"]), ("semeval", 12, ["@", "#"])):
+        data = ft.load_task(task, limits={"train": 40, "dev": 20, "test": 20})
+        encoded, stats = ft.encode_task(data, tokenizer, max_length)
+        for split, enc in encoded.items():
+            assert stats[split]["truncated"] == sum(enc["truncated"]) > 0
+            for example in enc:
+                assert len(example["input_ids"]) <= max_length
+                tokens = tokenizer.convert_ids_to_tokens(example["input_ids"])
+                assert [tokens[p] for p in example["positions"]] == markers
+        _, wide = ft.encode_task(data, tokenizer, 256)
+        assert all(s["truncated"] == 0 for s in wide.values())
+
+
+# --------------------------------------------------------------------------------------------------- TACRED
+def test_tacred_sample_loads_and_scores_end_to_end(minilm, cache_root, tmp_path, data_root):
+    backbone, tokenizer = minilm
+    data = ft.load_task("tacred")
+    assert data.provenance["used_sizes"] == {"train": 20, "dev": 20, "test": 20}
+    raw = json.loads((data_root / "tacred_sample" / "test.json").read_text())
+    first = data.splits["test"][0]
+    assert first["subj_end"] == raw[0]["subj_end"] + 1 and first["obj_end"] == raw[0]["obj_end"] + 1  # exclusive
+    assert data.gold("test") == [r["relation"] for r in raw]
+    gold = data.gold("test")
+    assert ft.score(data.task, gold, gold)["f1"] == 1.0
+    # Hand-computed: drop the first positive (a miss) and guess one extra positive on a no_relation (a wrong guess).
+    positives = [i for i, g in enumerate(gold) if g != "no_relation"]
+    negative = gold.index("no_relation")
+    pred = list(gold)
+    pred[positives[0]] = "no_relation"
+    pred[negative] = gold[positives[1]]
+    p, r = (len(positives) - 1) / len(positives), (len(positives) - 1) / len(positives)
+    metrics = ft.score(data.task, gold, pred)
+    assert (metrics["precision"], metrics["recall"]) == (pytest.approx(p), pytest.approx(r))
+
+    results = ft.run_finetuning(data, [ft.Setting("majority", baseline="majority"), ft.Setting("backbone")], [0],
+                                config(cache_root), tmp_path, backbone, tokenizer)
+    majority = next(r for r in results["runs"] if r["setting"] == "majority")
+    assert majority["majority"] == "no_relation" and majority["test"]["f1"] == 0.0
+    assert {"precision", "recall", "f1"} <= set(results["runs"][1]["test"])
+    assert results["paper_reference"]["values"]["backbone"] == 71.25
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _fake_results():
+    settings = [ft.Setting("majority", baseline="majority"), ft.Setting("backbone"),
+                ft.Setting("+F (w/o knowledge, frozen)", {"factual": "/x"}, knowledge=False)]
+    runs = [{"setting": "majority", "seed": None, "dev": {"acc": 0.25}, "test": {"acc": 0.20}},
+            {"setting": "backbone", "seed": 0, "dev": {"acc": 0.50}, "test": {"acc": 0.40}},
+            {"setting": "backbone", "seed": 1, "dev": {"acc": 0.60}, "test": {"acc": 0.50}},
+            {"setting": "+F (w/o knowledge, frozen)", "seed": 0, "dev": {"acc": 0.55}, "test": {"acc": 0.45}},
+            {"setting": "+F (w/o knowledge, frozen)", "seed": 1, "dev": {"acc": 0.65}, "test": {"acc": 0.45}}]
+    return {"metric": "acc", "settings": [s.to_dict() for s in settings],
+            "summary": ft.summarize(runs, "acc", [s.name for s in settings])}
+
+
+def test_results_table_and_chart_by_hand():
+    results = _fake_results()
+    table = ft.results_table(results)
+    assert list(table.index) == ["majority", "backbone", "+F (w/o knowledge, frozen)"]
+    # backbone dev: mean 55, sample std of (50, 60) = 7.07
+    assert table.loc["backbone", "dev acc"] == "55.00 ± 7.07"
+    assert table.loc["majority", "test acc"] == "20.00 ± 0.00"
+    assert table.loc["+F (w/o knowledge, frozen)", "knowledge"] == "none (random)"
+    assert table.loc["+F (w/o knowledge, frozen)", "test acc"] == "45.00 ± 0.00"
+    fig = results_bar_chart(results["summary"], "acc", reference={"backbone": 80.0})
+    dev = next(t for t in fig.data if t.name == "dev")
+    assert list(dev.y) == pytest.approx([25.0, 55.0, 60.0])
+    assert list(dev.error_y.array) == pytest.approx([0.0, 7.0710678, 7.0710678])
+    ref = next(t for t in fig.data if "paper" in t.name)
+    assert list(ref.x) == ["backbone"] and list(ref.y) == [80.0]
+
+
+# ------------------------------------------------------------------------------------------------- notebook
+@pytest.mark.notebook
+def test_notebook_smoke_run(tmp_path):
+    import papermill as pm
+
+    from kadapter.pipeline import PROFILES
+
+    notebook = Path(__file__).resolve().parent.parent / "notebooks" / "03_finetuning.ipynb"
+    params = dict(ft.NOTEBOOK_SMOKE_PARAMETERS)
+    params.update(output_dir=str(tmp_path / "out"), cache_root=str(tmp_path / "cache"), factual_adapter=None,
+                  linguistic_adapter=None)
+    pm.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), parameters=params, progress_bar=False,
+                        cwd=str(notebook.parent))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["tasks"]) == set(params["tasks"])
+    for task, entry in results["tasks"].items():
+        names = [row["setting"] for row in entry["summary"]]
+        assert {"majority", "backbone", "+F", "+F+L", "+F (w/o knowledge, frozen)"} <= set(names)
+        assert entry["adapters_untrained"] is True  # the smoke run's stand-in adapters are labelled as such
+        per_task = json.loads((tmp_path / "out" / task / "results.json").read_text())
+        assert per_task["adapters_untrained"] is True and per_task["summary"] == entry["summary"]
+        assert all(e["truncated"] >= 0 for e in per_task["data"]["encoding"].values())
+        assert (tmp_path / "out" / f"{task}_chart.html").is_file()
+    if "03_finetuning" in PROFILES.get("smoke", {}):
+        assert set(PROFILES["smoke"]["03_finetuning"]) <= set(params) | {"output_dir"}
