@@ -314,3 +314,65 @@ def evaluate_alignment(docs: Sequence[dict], source: str = "redocred_aligned", c
         "exact_case_share": sum(m.exact_case for m in all_mentions) / max(1, len(all_mentions)),
         "alignment_seconds": seconds,
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Showing what the aligner did on one document
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def bracket_spans(tokens: Sequence[str], spans: Iterable[tuple[int, int, str]]) -> str:
+    """Tokens joined by spaces, each ``(start, end, label)`` span shown as ``[ … ]label``; nested spans nest."""
+    opens: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    closes: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for start, end, label in spans:
+        opens[start].append((end, label))
+        closes[end].append((start, label))
+    out = []
+    for i in range(len(tokens) + 1):
+        # inner spans close first (the later start), outer spans open first (the later end)
+        out.extend(f"]{label}" for _, label in sorted(closes[i], reverse=True))
+        out.extend("[" for _ in opens[i])
+        if i < len(tokens):
+            out.append(tokens[i])
+    return " ".join(out).replace("[ ", "[").replace(" ]", "]")
+
+
+def alignment_walkthrough(doc: dict, use_aliases: bool = True, case_insensitive: bool = True) -> dict:
+    """What the aligner does with one Re-DocRED document, against the gold annotation it never reads.
+
+    Returns ``entities`` (``E{k}``: label and aliases, the knowledge-base side), ``sentences`` (each sentence with
+    the mentions found and the gold mentions bracketed and labelled ``E{k}``, and counts of missed and extra
+    mentions), ``records`` (each emitted record: sentence, relation, marked text, whether it is a gold
+    intra-sentence fact) and ``missed_facts`` (gold intra-sentence facts the aligner did not emit).
+    """
+    from .records import marked_text
+
+    source = "walkthrough"
+    entities, triples = redocred_kb(doc, 0, source, use_aliases)
+    found = align_document(doc["sents"], SurfaceMatcher(entities, case_insensitive=case_insensitive), triples,
+                           source)
+    index = {entity.id: k for k, entity in enumerate(entities)}
+    found_spans = {(m.sent_id, m.start, m.end, index[i]) for m in found.mentions for i in m.entity_ids}
+    gold_spans = {(m["sent_id"], m["pos"][0], m["pos"][1], e) for e, ms in enumerate(doc["vertexSet"]) for m in ms}
+    sentences = []
+    for s, tokens in enumerate(doc["sents"]):
+        mine = sorted(x for x in found_spans if x[0] == s)
+        gold = sorted(x for x in gold_spans if x[0] == s)
+        sentences.append({
+            "sentence": s, "found": bracket_spans(tokens, [(a, b, f"E{e}") for _, a, b, e in mine]),
+            "gold": bracket_spans(tokens, [(a, b, f"E{e}") for _, a, b, e in gold]),
+            "missed": len(set(gold) - set(mine)), "extra": len(set(mine) - set(gold))})
+    gold_facts = gold_intra_sentence_facts(doc)
+    emitted = set()
+    records = []
+    for record, s in zip(found.records, found.record_sentences):
+        fact = (s, record["relation"], index[record["subj_id"]], index[record["obj_id"]])
+        emitted.add(fact)
+        records.append({"sentence": s, "relation": record["relation"], "subject": f"E{fact[2]}",
+                        "object": f"E{fact[3]}", "marked": marked_text(record), "gold": fact in gold_facts})
+    missed = [{"sentence": s, "relation": r, "subject": f"E{h}", "object": f"E{t}"}
+              for s, r, h, t in sorted(gold_facts - emitted)]
+    return {"entities": [{"entity": f"E{k}", "label": e.label, "aliases": list(e.aliases)}
+                         for k, e in enumerate(entities)],
+            "sentences": sentences, "records": records, "missed_facts": missed}

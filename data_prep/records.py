@@ -150,3 +150,10 @@ def insert_markers(tokens: Sequence[str], subj_start: int, subj_end: int, obj_st
         if i < len(tokens):
             marked.append(tokens[i])
     return marked, where[SUBJ_MARKER], where[OBJ_MARKER]
+
+
+def marked_text(record: dict) -> str:
+    """The record's sentence with the paper's markers, as one string: ``"@ Dante @ was born in # Florence # ."``"""
+    marked, _, _ = insert_markers(record["tokens"], record["subj_start"], record["subj_end"], record["obj_start"],
+                                  record["obj_end"])
+    return " ".join(marked)

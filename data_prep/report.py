@@ -51,6 +51,12 @@ class SkipReport:
         return {"source": self.source, "kept": self.kept, "skipped": dict(self.skipped),
                 "examples": self.examples}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "SkipReport":
+        """The report :meth:`to_dict` wrote (e.g. read back from a stats JSON)."""
+        return cls(source=data["source"], kept=data["kept"], skipped=Counter(data["skipped"]),
+                   examples={reason: list(shown) for reason, shown in data["examples"].items()})
+
     def __str__(self) -> str:
         lines = [f"{self.source}: kept {self.kept}, skipped {self.total_skipped}"]
         for reason, n in self.skipped.most_common():

@@ -129,3 +129,81 @@ def topk_figure(predictions: dict, title: str = "") -> go.Figure:
     k = max((len(v) for v in predictions.values()), default=0)
     fig.update_layout(title=title, height=max(260, 40 + 28 * k))
     return fig
+
+
+# ----------------------------------------------------------------------------------------------- data preparation
+def relation_frequency_figure(per_relation: dict, min_examples: int | None = None, top: int | None = None,
+                              title: str = "Factual pre-training set: examples per relation") -> go.Figure:
+    """Examples per relation (train and dev stacked), most frequent first, with the minimum count as a line.
+
+    `per_relation` is the builder's ``report["per_relation"]`` (``{PID: {name, train, dev}}``,
+    :func:`data_prep.factual.build_factual_dataset`); `top` keeps the most frequent relations only.
+    """
+    ranked = sorted(per_relation.items(), key=lambda kv: -(kv[1]["train"] + kv[1]["dev"]))[:top]
+    labels = [f"{pid} {info['name']}" for pid, info in ranked]
+    fig = go.Figure()
+    for split in ("train", "dev"):
+        fig.add_trace(go.Bar(name=split, x=labels, y=[info[split] for _, info in ranked],
+                             hovertemplate="%{x}<br>" + split + ": %{y:,}<extra></extra>"))
+    if min_examples:
+        fig.add_hline(y=min_examples, line_dash="dot", line_color="black",
+                      annotation_text=f"minimum {min_examples} examples", annotation_position="top right")
+    fig.update_layout(title=title, barmode="stack", yaxis=dict(title="examples"),
+                      xaxis=dict(tickangle=-60), height=520, legend=dict(orientation="h", y=1.08))
+    return fig
+
+
+_ARC_BASE = 0.3  # arcs start this far above (below) the words, so that they never cross the text
+
+
+def _arc_height(dependent: int, head: int) -> float:
+    return _ARC_BASE + 0.5 + 0.35 * abs(dependent - head)
+
+
+def _arc_path(dependent: int, head: int, above: bool) -> str:
+    """An SVG quadratic Bézier from a head word to its dependent, taller for longer arcs, above or below the words.
+    (A quadratic Bézier peaks halfway to its control point, hence the control point at twice the height.)"""
+    sign = 1 if above else -1
+    base, control = sign * _ARC_BASE, sign * (2 * _arc_height(dependent, head) - _ARC_BASE)
+    return f"M {head},{base} Q {(head + dependent) / 2},{control} {dependent},{base}"
+
+
+def dependency_arcs_figure(words, heads, predicted_heads=None, title: str = "",
+                           gold_name: str = "gold (UD)", predicted_name: str = "spaCy") -> go.Figure:
+    """A sentence's dependency arcs: `heads` above the words, `predicted_heads` (optional) below, each predicted
+    arc green where it agrees with `heads` and red where not. Heads are 1-based word indices, 0 = ROOT (drawn at
+    x = 0). An arrow's tip (the triangle) sits on the dependent."""
+    n = len(words)
+    if len(heads) != n or (predicted_heads is not None and len(predicted_heads) != n):
+        raise ValueError(f"{n} words but {len(heads)} heads" + (
+            f" and {len(predicted_heads)} predicted heads" if predicted_heads is not None else ""))
+    fig = go.Figure()
+    rows = [(heads, True, "royalblue", gold_name)]
+    if predicted_heads is not None:
+        rows.append((predicted_heads, False, None, predicted_name))
+    top = 1.0
+    for row_heads, above, colour, name in rows:
+        tips_x, tips_colour, hover = [], [], []
+        for dependent, head in enumerate(row_heads, start=1):
+            agree = predicted_heads is None or heads[dependent - 1] == head
+            arc_colour = colour or ("seagreen" if agree else "crimson")
+            fig.add_shape(type="path", path=_arc_path(dependent, head, above), line=dict(color=arc_colour, width=1.5))
+            tips_x.append(dependent)
+            tips_colour.append(arc_colour)
+            hover.append(f"{words[dependent - 1]} ← {'ROOT' if head == 0 else words[head - 1]}")
+            top = max(top, _arc_height(dependent, head))
+        fig.add_trace(go.Scatter(x=tips_x, y=[_ARC_BASE if above else -_ARC_BASE] * n, mode="markers", name=name,
+                                 marker=dict(symbol="triangle-down" if above else "triangle-up", size=9,
+                                             color=tips_colour),
+                                 text=hover, hovertemplate="%{text}<extra>" + name + "</extra>"))
+    fig.add_trace(go.Scatter(x=list(range(n + 1)), y=[0] * (n + 1), mode="text", text=["ROOT", *words],
+                             textfont=dict(size=13), showlegend=False, hoverinfo="skip"))
+    if predicted_heads is not None:
+        agreed = sum(h == p for h, p in zip(heads, predicted_heads))
+        title = title or f"{gold_name} above, {predicted_name} below: {agreed}/{n} heads agree"
+    bottom = -top - 0.2 if predicted_heads is not None else -0.6
+    fig.update_layout(title=title or gold_name, height=int(160 + 45 * (top - bottom)),
+                      xaxis=dict(visible=False, range=[-0.8, n + 0.8]),
+                      yaxis=dict(visible=False, range=[bottom, top + 0.2]),
+                      legend=dict(orientation="h", y=1.1), plot_bgcolor="white")
+    return fig

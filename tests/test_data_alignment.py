@@ -5,9 +5,10 @@ import re
 import pytest
 
 from data_prep.alignment import (RECORD_FIELDS, Entity, SurfaceMatcher, Triple, align_document, align_redocred,
-                                 evaluate_alignment, insert_markers, make_record, simple_tokenize, surface_key)
+                                 alignment_walkthrough, bracket_spans, evaluate_alignment, insert_markers,
+                                 make_record, simple_tokenize, surface_key)
 from data_prep.factual import load_redocred
-from data_prep.records import RC_FIELDS, rc_dataset, validate_rc_record
+from data_prep.records import RC_FIELDS, marked_text, rc_dataset, validate_rc_record
 from data_prep.text import tokenize_tagged
 
 # ---------------------------------------------------------------------------------------------------- markers
@@ -213,6 +214,28 @@ def test_evaluate_alignment_hand_computed():
     # gold examples: P19 in s0 and s1, P1327 in s1, P735 in s0 = 4; found: P19 s0, P19 s1, P1327 s1 = 3, all gold.
     assert result["example"]["gold"] == 4 and result["example"]["predicted"] == 3
     assert result["example"]["precision"] == 1.0 and result["example"]["recall"] == pytest.approx(3 / 4)
+
+
+def test_alignment_walkthrough_hand_doc():
+    walk = alignment_walkthrough(hand_doc())
+    assert walk["entities"][0] == {"entity": "E0", "label": "Ada Lovelace", "aliases": ["Lovelace"]}
+    first, second = walk["sentences"]
+    assert first == {"sentence": 0, "found": "[Ada Lovelace]E0 was born in [London]E1 .",
+                     "gold": "[[Ada]E3 Lovelace]E0 was born in [London]E1 .", "missed": 1, "extra": 0}
+    assert second["found"] == "[Lovelace]E0 worked with [Babbage]E2 in [London]E1 and [Lovelace]E0 wrote notes ."
+    assert (second["missed"], second["extra"]) == (0, 1)  # the second "Lovelace" is not annotated
+    assert [(r["sentence"], r["relation"], r["gold"]) for r in walk["records"]] == [
+        (0, "P19", True), (1, "P19", True), (1, "P1327", True)]
+    assert walk["records"][0]["marked"] == "@ Ada Lovelace @ was born in # London # ."
+    assert walk["missed_facts"] == [{"sentence": 0, "relation": "P735", "subject": "E0", "object": "E3"}]
+
+
+def test_bracket_spans_and_marked_text():
+    tokens = "New York City Hall".split()
+    assert bracket_spans(tokens, [(0, 3, "A"), (0, 2, "B"), (3, 4, "C")]) == "[[New York]B City]A [Hall]C"
+    assert bracket_spans(tokens, [(0, 2, "X"), (0, 2, "Y")]) == "[[New York]Y]X City Hall"  # one span, two ids
+    record = make_record(tokens, (3, 4), (0, 2), "P131", "", "", "t", id="t:0")
+    assert marked_text(record) == "# New York # City @ Hall @"
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import re
 import pytest
 from transformers import AutoTokenizer
 
-from data_prep.dependency import (IGNORE_INDEX, attachment_scores, encode_dependency_dataset, encode_heads,
-                                  is_punctuation, load_spacy, load_ud_ewt, parse_texts, parse_words, read_conllu,
-                                  spacy_uas, words_tokenizer)
+from data_prep.dependency import (IGNORE_INDEX, agreement_by_relation, attachment_scores, encode_dependency_dataset,
+                                  encode_heads, is_punctuation, load_spacy, load_ud_ewt, parse_texts, parse_words,
+                                  read_conllu, spacy_uas, words_tokenizer)
 from data_prep.report import DataFormatError
 from tokenizer_fixtures import BPE_VOCAB_SIZE, roberta_bpe_tokenizer
 
@@ -84,8 +84,9 @@ def test_read_conllu_good_file(tmp_path):
     path = tmp_path / "good.conllu"
     path.write_text(GOOD + "# sent_id = only-comments\n\n" + GOOD.replace("s1", "s2"), encoding="utf-8")
     dataset, report = read_conllu(path, source="toy")
-    assert dataset.to_list() == [{"id": "s1", "words": ["Hi", "there"], "heads": [0, 1], "source": "toy"},
-                                 {"id": "s2", "words": ["Hi", "there"], "heads": [0, 1], "source": "toy"}]
+    assert dataset.to_list() == [
+        {"id": "s1", "words": ["Hi", "there"], "heads": [0, 1], "deprels": ["root", "advmod"], "source": "toy"},
+        {"id": "s2", "words": ["Hi", "there"], "heads": [0, 1], "deprels": ["root", "advmod"], "source": "toy"}]
     assert report.kept == 2 and report.skipped == {"sentence without words": 1}
 
 
@@ -119,6 +120,12 @@ def test_spacy_uas_on_dev_subset(dev):
     assert scores["n_words_no_punct"] < scores["n_words"]
     # label schemes differ (UD content heads vs spaCy's ClearNLP function heads): far from 1, far above chance
     assert 0.45 < scores["uas"] < 0.9 and 0.45 < scores["uas_no_punct"] < 0.9
+    assert "by_relation" not in scores
+    rows = {row["relation"]: row for row in spacy_uas(dev.select(range(150)), by_relation=True)["by_relation"]}
+    assert sum(row["words"] for row in rows.values()) == scores["n_words"]
+    assert sum(row["agree"] for row in rows.values()) == round(scores["uas"] * scores["n_words"])
+    # the schemes put prepositions and copulas the other way round: nearly always "wrong"; subjects mostly agree
+    assert rows["case"]["agreement"] < 0.2 and rows["cop"]["agreement"] < 0.2 and rows["nsubj"]["agreement"] > 0.6
 
 
 def test_attachment_scores_hand_computed():
@@ -132,6 +139,13 @@ def test_attachment_scores_hand_computed():
     assert (scores["n_sentences"], scores["n_words"], scores["n_words_no_punct"]) == (2, 7, 4)
     with pytest.raises(ValueError):
         attachment_scores(gold, pred[:1])
+    gold[0]["deprels"], gold[1]["deprels"] = ["nsubj", "root", "punct", "obl:npmod", "punct"], ["root", "punct"]
+    rows = agreement_by_relation(gold, pred)
+    # disagreements: "," (punct) and "home" (obl): one each of 2
+    assert rows[:2] == [{"relation": "obl", "words": 1, "agree": 0, "agreement": 0.0, "share_of_disagreements": 0.5},
+                        {"relation": "punct", "words": 3, "agree": 2, "agreement": 2 / 3,
+                         "share_of_disagreements": 0.5}]
+    assert {r["relation"]: r["words"] for r in rows[2:]} == {"nsubj": 1, "root": 2}
 
 
 def test_is_punctuation():

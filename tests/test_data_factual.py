@@ -9,12 +9,14 @@ from datasets import load_from_disk
 
 from data_prep.alignment import insert_markers, simple_tokenize, surface_key
 from data_prep.factual import (DEFAULT_SOURCES, KNOWN_SOURCES, ProbeFacts, build_factual_dataset, collect_records,
-                               fewrel_examples, hold_out_probe_facts, load_redocred, redocred_aligned_examples,
-                               redocred_examples, save_factual_dataset, trex_evidence_examples)
+                               build_steps, drop_eval_sentences, eval_sentences, fewrel_examples,
+                               hold_out_probe_facts,
+                               load_redocred, redocred_aligned_examples, redocred_examples, save_factual_dataset,
+                               trex_evidence_examples)
 from data_prep.lama import load_trex_evidence
 from data_prep.paths import data_path
 from data_prep.records import RC_FIELDS, validate_rc_record
-from data_prep.report import DataFormatError
+from data_prep.report import DataFormatError, SkipReport
 
 
 def marked_entities(record):
@@ -62,6 +64,8 @@ def test_trex_evidence_counted_skips():
     assert [marked_entities(r) for r in records] == [("Dante", "Florence"), ("Dante Alighieri", "Florence")]
     assert report.skipped == {"subject not found in the sentence": 2,
                               "masked_sentence has 2 [MASK] (needs exactly 1)": 1}
+    again = SkipReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.to_dict() == report.to_dict() and str(again) == str(report)
 
 
 # ---------------------------------------------------------------------------------------------------- FewRel
@@ -282,6 +286,12 @@ def test_builder_rules_split_and_save(subset_records, probe, independent_probe, 
     assert again["dev"].to_list() == dev.to_list() and again["train"].to_list() == train.to_list()
     other, _ = build_factual_dataset(subset_records, probe=probe, min_examples=50, seed=14)
     assert other["dev"].to_list() != dev.to_list()
+    steps = build_steps(report)
+    assert [s["step"] for s in steps] == ["collected from the sources", "dropped relations P31",
+                                          "LAMA probe facts held out", "duplicates removed",
+                                          "relations under 50 examples dropped"]
+    assert steps[0]["left"] == len(subset_records) and steps[-1]["left"] == len(rows)
+    assert steps[2]["removed"] == report["holdout"]["examples_removed"] > 0
     stats = save_factual_dataset(dataset, report, tmp_path / "factual")
     assert load_from_disk(str(tmp_path / "factual"))["dev"].to_list() == dev.to_list()
     assert json.loads(stats.read_text())["per_relation"] == report["per_relation"]
@@ -291,4 +301,22 @@ def test_builder_options_without_holdout(subset_records):
     dataset, report = build_factual_dataset(subset_records, drop_relations=(), min_examples=1, dedupe=False,
                                             dev_fraction=0.0)
     assert "holdout" not in report and len(dataset["dev"]) == 0
+    assert [s["removed"] for s in build_steps(report)] == [0, 0, 0]  # collected, no relation dropped, none < 1
     assert len(dataset["train"]) == len(subset_records) and "P31" in set(dataset["train"]["relation"])
+
+
+def test_fewrel_sentences_in_lama_evidence_are_kept_out(data_root):
+    # Wikipedia sentences recur: some LAMA T-REx evidences (P413: 10 records) are FewRel val_wiki test sentences.
+    raw = json.loads((data_root / "fewrel" / "val_wiki.json").read_text())
+    fewrel = {"".join(i["tokens"]).lower() for instances in raw.values() for i in instances}
+    records, _ = trex_evidence_examples(["P413"])
+    in_fewrel = [r for r in records if "".join(r["tokens"]).lower() in fewrel]
+    assert len(in_fewrel) == 10
+    kept, report = drop_eval_sentences(records, eval_sentences(("fewrel_val_wiki",)))
+    assert len(kept) == len(records) - 10 and not any("".join(r["tokens"]).lower() in fewrel for r in kept)
+    assert report["removed_per_source"] == {"lama_trex_evidence": 10} == {
+        "lama_trex_evidence": report["removed_per_eval_set"]["fewrel_val_wiki"]}
+    _, built = build_factual_dataset(records, min_examples=1, exclude_sentences=eval_sentences(("fewrel_val_wiki",)))
+    assert built["eval_overlap"]["examples_removed"] == 10 and built["train"] + built["dev"] < len(records)
+    with pytest.raises(ValueError, match="unknown evaluation set"):
+        eval_sentences(("tacred",))
