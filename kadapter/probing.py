@@ -743,20 +743,44 @@ def _fact_counts(facts: Sequence[dict]) -> dict:
     return {"total": len(facts), "per_relation": dict(sorted(per_relation.items()))}
 
 
-def holdout_info(factual_stats: dict | str | Path | None) -> dict:
-    """Which LAMA facts the factual adapter never saw, from the pre-training set builder's report
-    (``factual_stats.json`` of :func:`data_prep.factual.save_factual_dataset`)."""
-    if factual_stats is None:
-        return {"known": False, "note": "no factual_stats.json given: what the adapter was kept from is unknown"}
-    if not isinstance(factual_stats, dict):
-        factual_stats = json.loads(Path(factual_stats).read_text())
-    held = factual_stats.get("options", {}).get("hold_out_probe", False)
+def pretraining_results(adapter_dir: str | Path) -> dict | None:
+    """The ``results.json`` that :func:`kadapter.pretraining.pretrain_adapters` wrote next to a saved adapter
+    (``<run>/adapters/<name>/`` -> ``<run>/results.json``), or None when there is none."""
+    path = Path(adapter_dir).resolve().parent.parent / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def adapter_init_seed(adapter_dir: str | Path) -> int | None:
+    """The seed the adapter's knowledge pre-training initialised it with (from its pre-training results), so a
+    "w/o knowledge" twin can start exactly where pre-training started; None when unknown."""
+    results = pretraining_results(adapter_dir) or {}
+    entry = results.get("models", {}).get(Path(adapter_dir).name, {})
+    return entry.get("seed")
+
+
+def holdout_info(report: dict | str | Path | None) -> dict:
+    """Which LAMA facts the factual adapter never saw.
+
+    ``report``: the pre-training set builder's report (``factual_stats.json`` of
+    :func:`data_prep.factual.save_factual_dataset`) or the adapter's pre-training ``results.json`` (its ``data``
+    entry carries the builder's hold-out report), as a dict or a path.
+    """
+    if report is None:
+        return {"known": False, "note": "no pre-training report given: what the adapter was kept from is unknown"}
+    if not isinstance(report, dict):
+        report = json.loads(Path(report).read_text())
+    if "data" in report:  # pre-training results.json
+        holdout = report["data"].get("holdout")
+        relations = report.get("labels", [])
+    else:  # factual_stats.json
+        holdout = report.get("holdout") if report.get("options", {}).get("hold_out_probe", "holdout" in report) else None
+        relations = sorted(report.get("per_relation", {}))
+    held = holdout is not None
     return {"known": True, "hold_out_probe": held,
-            "rule": ("every LAMA T-REx probe fact (all 41 relations, by relation + subject/object label, and by "
-                     "Wikidata ids where known) was removed from the adapter's training data") if held else
-                    "LAMA facts were NOT held out of adapter training",
-            **factual_stats.get("holdout", {}),
-            "adapter_training_relations": sorted(factual_stats.get("per_relation", {}))}
+            "rule": ("every LAMA T-REx probe fact (41 relations, 29,411 facts) was removed from the adapter's "
+                     "training data, matched by relation + subject/object label and by Wikidata ids where known")
+                    if held else "LAMA facts were NOT held out of adapter training",
+            **(holdout or {}), "adapter_training_relations": sorted(relations)}
 
 
 def write_results(result: dict, path: str | Path) -> Path:

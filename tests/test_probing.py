@@ -257,6 +257,30 @@ def test_probe_save_load_roundtrip(minilm, tmp_path):
         MaskedLMProbe.from_pretrained(tmp_path / "set" / "probes" / "01", bare)
 
 
+def test_control_adapter_starts_where_pretraining_started(minilm):
+    from kadapter.adapter import KnowledgeAdapter
+
+    model = KAdapterModel(minilm.backbone, {"factual": SMALL_ADAPTER}, tokenizer=minilm.tokenizer)
+    twin = model.adapters[add_control_adapter(model, "factual", seed=77)]
+    torch.manual_seed(77)  # what pre-training does before building the adapter it trains
+    start = KnowledgeAdapter(SMALL_ADAPTER.resolved(6), minilm.identity)
+    assert twin.config == model.adapters["factual"].config
+    for (name, a), b in zip(twin.state_dict().items(), start.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_holdout_info_from_either_report(tmp_path):
+    stats = {"options": {"hold_out_probe": True}, "holdout": {"probe_facts": 29411, "examples_removed": 3},
+             "per_relation": {"P19": {}, "P20": {}}}
+    (tmp_path / "factual_stats.json").write_text(json.dumps(stats))
+    from kadapter.probing import holdout_info
+
+    info = holdout_info(tmp_path / "factual_stats.json")
+    assert info["hold_out_probe"] and info["examples_removed"] == 3 and info["adapter_training_relations"] == ["P19", "P20"]
+    assert holdout_info({"options": {"hold_out_probe": False}})["hold_out_probe"] is False
+    assert holdout_info(None)["known"] is False
+
+
 def test_probe_variants_names_controls():
     variants = probe_variants(["factual", "linguistic"])
     assert variants == {"backbone": [], "+factual": ["factual"], "+linguistic": ["linguistic"],
@@ -398,24 +422,26 @@ def test_predict_topk(minilm):
 def test_notebook_04_smoke(tmp_path):
     import papermill
 
+    # The layout kadapter.pretraining writes: <run>/adapters/factual/ and <run>/results.json.
     torch.manual_seed(0)
-    KAdapterModel.from_backbone(adapters={"factual": SMALL_ADAPTER}).adapters["factual"].save_pretrained(
-        tmp_path / "factual")
-    stats = {"options": {"hold_out_probe": True}, "holdout": {"probe_facts": 29411, "examples_removed": 7},
-             "per_relation": {"P19": {}, "P36": {}}}
-    (tmp_path / "factual_stats.json").write_text(json.dumps(stats))
+    adapter_dir = tmp_path / "pretraining" / "adapters" / "factual"
+    KAdapterModel.from_backbone(adapters={"factual": SMALL_ADAPTER}).adapters["factual"].save_pretrained(adapter_dir)
+    pretraining = {"labels": ["P19", "P36"], "models": {"factual": {"seed": 4242}},
+                   "data": {"holdout": {"probe_facts": 29411, "examples_removed": 7}}}
+    (tmp_path / "pretraining" / "results.json").write_text(json.dumps(pretraining))
     out = tmp_path / "out"
     papermill.execute_notebook(
         "notebooks/04_lama_probing.ipynb", str(tmp_path / "04.ipynb"), cwd="notebooks", progress_bar=False,
-        parameters={"factual_adapter": str(tmp_path / "factual"), "factual_stats": str(tmp_path / "factual_stats.json"),
-                    "output_dir": str(out), "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36"],
-                    "facts_per_relation": 15})
+        parameters={"factual_adapter": str(adapter_dir), "output_dir": str(out), "corpus_sentences": 60,
+                    "seeds": [0, 1], "relations": ["P19", "P36"], "facts_per_relation": 15})
     results = json.loads((out / "results.json").read_text())
     assert results["facts"]["per_relation"] == {"P19": 15, "P36": 15}
     rows = {r["model"]: r for r in results["summary"]}
     assert set(rows) == {"backbone", "+factual", "+factual (w/o knowledge)", "majority object (per relation)"}
     assert rows["backbone"]["seeds"] == 2 and rows["backbone"]["facts"] == 30
     assert results["held_out"]["hold_out_probe"] is True and results["held_out"]["examples_removed"] == 7
+    assert results["held_out"]["adapter_training_relations"] == ["P19", "P36"]
+    assert results["control_seeds"] == {"factual": 4242}  # the twin starts where pre-training started
     assert "no pre-trained masked-LM head" in results["pretrained_head_note"]
     lama = json.loads((out / "lama_results.json").read_text())
     assert len(lama["predictions"]) == 30 and "LAMA-UHN" in lama["subsets"]
