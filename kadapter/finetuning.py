@@ -22,6 +22,7 @@ import json
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -37,7 +38,8 @@ from .backbone import BackboneFeatures, backbone_identity, load_backbone
 from .cache import FeatureCache
 from .baselines import MajorityBaseline, as_label_set
 from .config import AdapterConfig, FusionConfig
-from .encoding import EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset
+from .encoding import (EncodingStats, _fingerprint, encode_entity_typing, encode_multiple_choice,
+                       encode_relation_dataset)
 from .fusion import Fusion
 from .heads import EntityTypingHead, MultipleChoiceHead, RelationClassificationHead
 from .metrics import (accuracy, classification_metrics, entity_typing_metrics, logits_to_label_sets, mean_std,
@@ -196,19 +198,22 @@ def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[Datas
         if kind == RELATION:
             enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id)
             enc = enc.map(lambda r: {"positions": [r["subj_pos"], r["obj_pos"]]},
-                          remove_columns=["subj_pos", "obj_pos"], desc="positions")
+                          remove_columns=["subj_pos", "obj_pos"], desc="positions",
+                          new_fingerprint=f"{enc._fingerprint}-positions"[:64])
         elif kind == ENTITY_TYPING:
             enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
                                                         "entity_pos"),
-                              remove_columns=records.column_names, desc="encode entity typing")
+                              remove_columns=records.column_names, desc="encode entity typing",
+                              new_fingerprint=_fingerprint(records, "entity_typing", tokenizer, max_length, label2id))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
-                               label_counts=dict(sorted(_count(t for ls in records["labels"] for t in ls).items())))
+                               label_counts=dict(sorted(Counter(t for ls in records["labels"] for t in ls).items())))
         else:
             enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
                                                                max_length, r["label"]),
-                              remove_columns=records.column_names, desc="encode multiple choice")
+                              remove_columns=records.column_names, desc="encode multiple choice",
+                              new_fingerprint=_fingerprint(records, "multiple_choice", tokenizer, max_length, None))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
-                               label_counts=dict(sorted(_count(records["label"]).items())))
+                               label_counts=dict(sorted(Counter(records["label"]).items())))
         encoded[split], stats[split] = enc, st.to_dict()
     return DatasetDict(encoded), stats
 
@@ -216,13 +221,6 @@ def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[Datas
 def _with_positions(encoded: dict, key: str) -> dict:
     encoded["positions"] = [encoded.pop(key)]
     return encoded
-
-
-def _count(values) -> dict:
-    counts: dict = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return counts
 
 
 # ===================================================================================================== settings
@@ -463,37 +461,18 @@ class PooledTaskModel(nn.Module):
 
 class SequenceTaskModel(nn.Module):
     """A ``KAdapterModel`` + head over whole sequences: trained adapters on cached backbone states (``features``),
-    or a trained backbone from token ids (``backbone_trainable``)."""
+    or token ids through the model (with ``set_backbone_trainable`` the backbone is fine-tuned too)."""
 
-    def __init__(self, kind: str, encoder: KAdapterModel, head: nn.Module, backbone_trainable: bool = False):
+    def __init__(self, kind: str, encoder: KAdapterModel, head: nn.Module):
         super().__init__()
         self.kind, self.encoder, self.head = kind, encoder, head
-        self.backbone_trainable = backbone_trainable
-        if backbone_trainable:
-            # The core model freezes its backbone; the paper's fine-tuning recipe trains it, so we unfreeze it
-            # here and compute its features with autograd (the core's backbone_features runs under no_grad).
-            encoder.backbone.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> "SequenceTaskModel":
-        super().train(mode)
-        if self.backbone_trainable:
-            self.encoder.backbone.train(mode)  # KAdapterModel.train keeps a frozen backbone in eval: undo that
-        return self
 
     def forward(self, positions, labels=None, features: BackboneFeatures | None = None, input_ids=None,
                 attention_mask=None, token_type_ids=None, num_choices: int | None = None):
-        if features is None:
-            features = self._features_with_grad(input_ids, attention_mask, token_type_ids)
-        out = self.encoder(features=features)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           features=features)
         return self.head(out.last_hidden_state, out.attention_mask, labels=labels,
                          **head_inputs(self.kind, positions, num_choices))
-
-    def _features_with_grad(self, input_ids, attention_mask, token_type_ids) -> BackboneFeatures:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        out = self.encoder.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                                    **kwargs)
-        return BackboneFeatures({t: out.hidden_states[t] for t in self.encoder.tap_layers}, out.last_hidden_state,
-                                attention_mask)
 
 
 # ================================================================================================ data loaders
@@ -831,8 +810,8 @@ def build_model(setting: Setting, seed: int, data: TaskData, encoded: DatasetDic
     encoder = KAdapterModel(base, adapters, fusion=setting.fusion, tokenizer=tokenizer)
     for adapter in encoder.adapters.values():
         adapter.requires_grad_(setting.adapters_trainable)
-    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout),
-                              backbone_trainable=setting.backbone_trainable)
+    encoder.set_backbone_trainable(setting.backbone_trainable)
+    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout))
     if setting.mode == "taps":
         return model, {s: (TapsDataset(features[s]), collate_taps(features[s].cache, features[s].choices))
                        for s in SPLITS}

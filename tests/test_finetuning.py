@@ -117,6 +117,7 @@ def test_settings_train_exactly_the_intended_parameters(minilm, adapter_dirs, ca
     assert tuned.encoder.backbone is not backbone and not any(p.requires_grad for p in backbone.parameters())
     tuned.train()
     assert tuned.encoder.backbone.training  # dropout on while the backbone is fine-tuned
+    assert not built["+F (w/o knowledge, trained)"].encoder.backbone_trainable
     with pytest.raises(ValueError, match="baseline"):
         ft.build_model(ft.Setting("majority", baseline="majority"), 0, data, encoded, features, backbone, tokenizer,
                        cfg)
@@ -183,6 +184,19 @@ def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_r
     assert calls == [] and again["summary"] == results["summary"]
 
 
+def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
+    backbone, tokenizer = minilm
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    data = ft.load_task("openentity", limits={"train": 4, "dev": 2, "test": 2})
+    setting = ft.Setting("backbone | backbone trained", backbone_trainable=True)
+    results = ft.run_finetuning(data, [setting], [0], config(cache_root, epochs=1, backbone_learning_rate=1e-3,
+                                                             max_length=32), tmp_path, backbone, tokenizer)
+    run = results["runs"][0]
+    assert run["trainable_parameters"] == sum(p.numel() for p in backbone.parameters()) + 9 * 384 + 9
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # the shared one is untouched
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
 # ------------------------------------------------------------------------------------------------- truncation
 def test_truncation_around_markers_is_counted_and_markers_survive(minilm):
     _, tokenizer = minilm
@@ -231,10 +245,13 @@ def test_tacred_sample_loads_and_scores_end_to_end(minilm, cache_root, tmp_path,
 # ------------------------------------------------------------------------------------------------ tables
 def _fake_results():
     settings = [ft.Setting("majority", baseline="majority"), ft.Setting("backbone"),
+                ft.Setting("+F", {"factual": "/x"}),
                 ft.Setting("+F (w/o knowledge, frozen)", {"factual": "/x"}, knowledge=False)]
     runs = [{"setting": "majority", "seed": None, "dev": {"acc": 0.25}, "test": {"acc": 0.20}},
             {"setting": "backbone", "seed": 0, "dev": {"acc": 0.50}, "test": {"acc": 0.40}},
             {"setting": "backbone", "seed": 1, "dev": {"acc": 0.60}, "test": {"acc": 0.50}},
+            {"setting": "+F", "seed": 0, "dev": {"acc": 0.58}, "test": {"acc": 0.60}},
+            {"setting": "+F", "seed": 1, "dev": {"acc": 0.58}, "test": {"acc": 0.62}},
             {"setting": "+F (w/o knowledge, frozen)", "seed": 0, "dev": {"acc": 0.55}, "test": {"acc": 0.45}},
             {"setting": "+F (w/o knowledge, frozen)", "seed": 1, "dev": {"acc": 0.65}, "test": {"acc": 0.45}}]
     return {"metric": "acc", "settings": [s.to_dict() for s in settings],
@@ -244,7 +261,7 @@ def _fake_results():
 def test_results_table_and_chart_by_hand():
     results = _fake_results()
     table = ft.results_table(results)
-    assert list(table.index) == ["majority", "backbone", "+F (w/o knowledge, frozen)"]
+    assert list(table.index) == ["majority", "backbone", "+F", "+F (w/o knowledge, frozen)"]
     # backbone dev: mean 55, sample std of (50, 60) = 7.07
     assert table.loc["backbone", "dev acc"] == "55.00 ± 7.07"
     assert table.loc["majority", "test acc"] == "20.00 ± 0.00"
@@ -252,10 +269,28 @@ def test_results_table_and_chart_by_hand():
     assert table.loc["+F (w/o knowledge, frozen)", "test acc"] == "45.00 ± 0.00"
     fig = results_bar_chart(results["summary"], "acc", reference={"backbone": 80.0})
     dev = next(t for t in fig.data if t.name == "dev")
-    assert list(dev.y) == pytest.approx([25.0, 55.0, 60.0])
-    assert list(dev.error_y.array) == pytest.approx([0.0, 7.0710678, 7.0710678])
+    assert list(dev.y) == pytest.approx([25.0, 55.0, 58.0, 60.0])
+    assert list(dev.error_y.array) == pytest.approx([0.0, 7.0710678, 0.0, 7.0710678])
     ref = next(t for t in fig.data if "paper" in t.name)
     assert list(ref.x) == ["backbone"] and list(ref.y) == [80.0]
+
+
+def test_knowledge_verdicts_by_hand():
+    results = _fake_results()
+    # +F test 61 ± 1.41 vs backbone 45 ± 7.07: +16 points, spread sqrt(1.41² + 7.07²) = 7.21
+    c = ft.compare(results, "+F", "backbone")
+    assert c["difference"] == pytest.approx(16.0) and c["spread"] == pytest.approx(7.2111, abs=1e-3)
+    assert c["beyond_spread"]
+    # on dev: 58 ± 0 vs the control's 60 ± 7.07: -2 points, inside the spread
+    c = ft.compare(results, "+F", "+F (w/o knowledge, frozen)", split="dev")
+    assert c["difference"] == pytest.approx(-2.0) and not c["beyond_spread"]
+    assert ft.compare(results, "+L", "backbone") is None
+    lines = ft.knowledge_verdicts(results)
+    assert len(lines) == 2
+    assert lines[0].startswith("+F vs backbone: +16.00 points test acc (seed spread ±7.21)") and "helps" in lines[0]
+    assert "+F vs +F (w/o knowledge, frozen): +16.00" in lines[1] and "knowledge rather than capacity" in lines[1]
+    dev = ft.knowledge_verdicts(results, split="dev")
+    assert "no evidence either way" in dev[1]
 
 
 # ------------------------------------------------------------------------------------------------- notebook
