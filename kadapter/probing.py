@@ -4,7 +4,8 @@ The paper probes K-Adapter with a newly trained MLM layer but RoBERTa with its o
 model (backbone alone, backbone + adapters, backbone + random "w/o knowledge" adapters) gets the same kind of probe:
 a fusion of the frozen features (none for the backbone alone) and a BERT-style masked-LM head whose decoder is tied
 to the frozen backbone word embeddings, trained the same way (corpus, masking, steps, batch size, learning rate,
-seed). Where a checkpoint ships its own MLM head (BERT, RoBERTa) it can be probed too (``recipe="pretrained"``).
+seed). Where a checkpoint ships its own MLM head (BERT, RoBERTa) it is probed too (:func:`pretrained_mlm_head`);
+the default MiniLM has none.
 
 What is cached, and why it is exact. For MLM the backbone has to see the [MASK] tokens, so features are computed on
 the *masked* corpus. Masking is fixed by ``masking_seed`` (a property of the corpus, like LAMA's fixed templates),
@@ -97,8 +98,8 @@ class CandidateVocabulary:
 def candidate_vocabulary(tokenizer, words: Sequence[str] | None = None, source: str | None = None) -> CandidateVocabulary:
     """Map ``words`` (default: LAMA's common vocabulary) to single tokens of this tokenizer: the ranking candidates.
 
-    ``words=None`` and ``source="full"`` is not a thing: to rank over the whole vocabulary use
-    :func:`full_vocabulary`.
+    Words that are not one token are dropped, and words that fold onto a token already taken (e.g. "Paris" and
+    "paris" in an uncased vocabulary) count once; both are counted. :func:`full_vocabulary` ranks over everything.
     """
     if words is None:
         from data_prep.lama import common_vocab
@@ -409,10 +410,13 @@ class MaskedLMProbeHead(nn.Module):
         nn.init.zeros_(self.layer_norm.bias)
         nn.init.zeros_(self.bias)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the vocabulary, or over ``token_ids`` only (same values, less work when ranking a subset)."""
         h = self.layer_norm(self.activation(self.dense(features)))
-        embeddings = self._word_embeddings.weight.to(h.dtype)
-        return h @ embeddings.detach().T + self.bias
+        embeddings, bias = self._word_embeddings.weight.detach().to(h.dtype), self.bias
+        if token_ids is not None:
+            embeddings, bias = embeddings[token_ids], bias[token_ids]
+        return h @ embeddings.T + bias
 
     def config(self) -> dict:
         return {"hidden_size": self.dense.in_features, "vocab_size": self.vocab_size,
@@ -493,12 +497,18 @@ class MaskedLMProbe(nn.Module):
         """The feature sources this probe reads, on its device."""
         return {k: sources[k].to(self.device) for k in [BACKBONE_SOURCE, *self.adapter_names]}
 
-    def forward(self, sources: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None) -> ProbeOutput:
+    def forward(self, sources: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None,
+                token_ids: torch.Tensor | None = None) -> ProbeOutput:
         """Vocabulary logits from features at some positions (``sources[BACKBONE_SOURCE]`` and each adapter's
-        output there); with ``labels`` (gold token ids) also the masked-LM cross-entropy."""
+        output there), or logits of ``token_ids`` only; with ``labels`` (gold token ids, full vocabulary) also the
+        masked-LM cross-entropy."""
         fused = self.fusion(sources[BACKBONE_SOURCE], {n: sources[n] for n in self.adapter_names})
-        logits = self.head(fused)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        logits = self.head(fused, token_ids)
+        loss = None
+        if labels is not None:
+            if token_ids is not None:
+                raise ValueError("the masked-LM loss is over the full vocabulary: give labels or token_ids, not both")
+            loss = F.cross_entropy(logits, labels)
         return ProbeOutput(logits, loss)
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -658,7 +668,7 @@ def rank_answers(probe: MaskedLMProbe, features: MaskedFeatures, vocabulary: Can
     ranks, tops = [], []
     for start in range(0, len(features), batch_size):
         batch = features.subset(range(start, min(start + batch_size, len(features))))
-        scores = probe(probe.inputs(batch.sources)).logits[:, candidates.to(probe.device)].float().cpu()
+        scores = probe(probe.inputs(batch.sources), token_ids=candidates.to(probe.device)).logits.float().cpu()
         gold = [vocabulary.index(int(t)) for t in batch.labels]
         ranks.append(rank_of_gold(scores, gold))
         tops.append(candidates[scores.topk(min(top, len(candidates)), dim=-1).indices].numpy())
