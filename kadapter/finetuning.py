@@ -22,6 +22,7 @@ import json
 import random
 import re
 import time
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -332,8 +333,14 @@ def build_adapter(setting: Setting, name: str, backbone_identity_, seed: int | N
         return KnowledgeAdapter.from_pretrained(path, backbone=backbone_identity_)
     payload = json.loads((path / CONFIG_NAME).read_text())
     with torch.random.fork_rng():
-        torch.manual_seed(seed if seed is not None else 0)
+        torch.manual_seed(random_init_seed(seed, name))
         return KnowledgeAdapter(AdapterConfig.from_dict(payload["adapter"]), backbone_identity_)
+
+
+def random_init_seed(seed: int | None, name: str) -> int:
+    """The torch seed of a "w/o knowledge" adapter: its run seed and its name, so that two random adapters of
+    one setting (``+F+L`` w/o knowledge) are two different draws."""
+    return (seed or 0) * 1_000_003 + zlib.crc32(name.encode())
 
 
 def save_untrained_adapter(directory: str | Path, backbone, config: AdapterConfig, seed: int = 0,

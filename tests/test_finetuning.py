@@ -76,9 +76,15 @@ def test_without_knowledge_adapter_same_architecture_fresh_weights(minilm, adapt
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), again.state_dict().values()))
     assert not torch.equal(fresh.adapter_layers[0].down_project.weight, other.adapter_layers[0].down_project.weight)
     # Its initialisation is the one knowledge pre-training starts from: a KnowledgeAdapter built from the config.
-    torch.manual_seed(0)
+    torch.manual_seed(ft.random_init_seed(0, "factual"))
     start = KnowledgeAdapter(trained.config, identity)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), start.state_dict().values()))
+    # Two random adapters of one setting are two different draws, even with the same architecture.
+    both = ft.Setting("+F+L (w/o knowledge, frozen)", {"factual": adapter_dirs["F"], "linguistic": adapter_dirs["F"]},
+                      knowledge=False)
+    f, l_ = (ft.build_adapter(both, n, identity, seed=0) for n in ("factual", "linguistic"))
+    assert f.config == l_.config and not torch.equal(f.adapter_layers[0].down_project.weight,
+                                                     l_.adapter_layers[0].down_project.weight)
 
 
 def _trainable(model):
