@@ -55,7 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     mixed_precision: str = "auto"  # "auto" = bf16 on GPU, none on CPU; or "no" / "bf16" / "fp16"
     cpu: bool = False  # force CPU even when a GPU is visible
-    log_every: int = 10
+    log_every: int = 10  # log the batch loss every N steps, and at the last step of every epoch
     progress: bool = True
     resume: bool = True  # continue from output_dir's checkpoint when there is one
 
@@ -247,7 +247,8 @@ class Trainer:
                 self.state.global_step += 1
                 bar.update(1)
                 bar.set_postfix({f"loss_{n}" if len(losses) > 1 else "loss": f"{v:.4f}" for n, v in losses.items()})
-                if self.state.global_step % cfg.log_every == 0:
+                end_of_epoch = self.state.step_in_epoch == self.steps_per_epoch
+                if self.state.global_step % cfg.log_every == 0 or end_of_epoch:
                     self.log({"type": "train", "epoch": self.state.epoch, "step": self.state.global_step,
                               "loss": {n: float(acc.reduce(torch.tensor(v, device=acc.device), "mean"))
                                        for n, v in losses.items()},

@@ -1,0 +1,360 @@
+"""Adapter pre-training: the factual and linguistic tasks, on a frozen backbone whose features are computed once.
+
+* **factual** — relation classification over aligned text–triples (``data_prep.factual``, LAMA probe facts held
+  out): the paper's head reads the fused features at the ``@`` and ``#`` markers; dev metrics micro/macro-F1.
+* **linguistic** — dependency-head prediction (``data_prep.dependency``, UD EWT): for every word, which position
+  is its head; dev metric unlabelled attachment score (UAS) over words.
+
+:func:`pretrain_adapters` trains one or several adapters on one task — each with its own head and optimizer, from
+one backbone pass per batch (feature cache on: one pass for the whole run) — and optionally the *no-adapter
+baseline*: the same head on the backbone's features alone (``KAdapterModel`` without adapters passes the backbone
+through). It writes each adapter directory (``adapter.save_pretrained``), each model's trainable weights (adapter, fusion,
+head) and ``results.json``.
+"""
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset, DatasetDict
+from safetensors.torch import save_file
+from torch import nn
+
+from . import metrics as M
+from .backbone import BackboneFeatures, extract_features
+from .cache import CachedCollator, CachedDataset, FeatureCache
+from .config import AdapterConfig
+from .encoding import PadCollator, encode_dependency_dataset, encode_relation_dataset
+from .heads import IGNORE_INDEX, DependencyHeadPredictor, RelationClassificationHead, TaskModel
+from .model import KAdapterModel
+from .training import TrainConfig, Trainer, trainable_state
+
+BASELINE = "no_adapter"  # the name under which the head-on-backbone-alone baseline is reported
+
+
+# -------------------------------------------------------------------------------------------------------- tasks
+class FactualTask:
+    """Relation classification from the fused features at the subject/object markers."""
+
+    name = "factual"
+    metric = "micro_f1"
+
+    def __init__(self, relations: Sequence[str]):
+        if len(relations) < 2:
+            raise ValueError(f"relation classification needs at least 2 relations, got {list(relations)}")
+        self.labels = sorted(relations)
+        self.label2id = {r: i for i, r in enumerate(self.labels)}
+
+    @classmethod
+    def from_data(cls, data: DatasetDict) -> "FactualTask":
+        """Labels: every relation in train or dev (a dev relation missing from a subsampled train set stays a
+        class: it can only be missed, and macro-F1 says so)."""
+        return cls(sorted(set(data["train"]["relation"]) | set(data["dev"]["relation"])))
+
+    def encode(self, dataset: Dataset, tokenizer, max_length: int):
+        return encode_relation_dataset(dataset, tokenizer, max_length, self.label2id)
+
+    def make_head(self, hidden_size: int, dropout: float) -> nn.Module:
+        return RelationClassificationHead(hidden_size, len(self.labels), dropout)
+
+    @staticmethod
+    def predictions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list, list]:
+        return logits.argmax(-1).tolist(), labels.tolist()
+
+    def score(self, pred: list, gold: list) -> dict:
+        out = M.classification_metrics(gold, pred, labels=range(len(self.labels)))
+        return {k: out[k] for k in ("accuracy", "micro_f1", "macro_f1", "macro_precision", "macro_recall")}
+
+    def describe(self) -> dict:
+        return {"task": self.name, "num_labels": len(self.labels), "labels": self.labels}
+
+
+class LinguisticTask:
+    """Dependency-head prediction: a score for every (word, candidate head position) pair."""
+
+    name = "linguistic"
+    metric = "uas"
+
+    def __init__(self, arc_size: int = 256):
+        self.arc_size = arc_size
+
+    @classmethod
+    def from_data(cls, data: DatasetDict, **kwargs) -> "LinguisticTask":
+        return cls(**kwargs)
+
+    def encode(self, dataset: Dataset, tokenizer, max_length: int):
+        return encode_dependency_dataset(dataset, tokenizer, max_length)
+
+    def make_head(self, hidden_size: int, dropout: float) -> nn.Module:
+        return DependencyHeadPredictor(hidden_size, self.arc_size, dropout)
+
+    @staticmethod
+    def predictions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list, list]:
+        scored = labels != IGNORE_INDEX
+        return logits.argmax(-1)[scored].tolist(), labels[scored].tolist()
+
+    def score(self, pred: list, gold: list) -> dict:
+        out = M.attachment_accuracy(pred, gold)
+        return {"uas": out["uas"], "words": out["n"]}
+
+    def describe(self) -> dict:
+        return {"task": self.name, "arc_size": self.arc_size}
+
+
+def make_task(kind: str, data: DatasetDict):
+    if kind == "factual":
+        return FactualTask.from_data(data)
+    if kind == "linguistic":
+        return LinguisticTask.from_data(data)
+    raise ValueError(f"unknown adapter kind {kind!r}: 'factual' or 'linguistic'")
+
+
+# --------------------------------------------------------------------------------------------------------- data
+def subsample(dataset: Dataset, n: int | None, seed: int) -> Dataset:
+    """`n` examples drawn with `seed` (all when n is None or larger than the dataset)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(n))
+
+
+def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples: int | None = None,
+                   seed: int = 0, factual_data_dir: str | Path | None = None) -> tuple[DatasetDict, dict]:
+    """The real pre-training data of an adapter kind, optionally subsampled.
+
+    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out), built here
+    or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
+    """
+    if kind == "factual":
+        if factual_data_dir is not None:
+            from datasets import load_from_disk
+
+            data = load_from_disk(str(factual_data_dir))
+            stats = Path(factual_data_dir) / "factual_stats.json"
+            report = json.loads(stats.read_text()) if stats.is_file() else {}
+        else:
+            from data_prep.factual import build_factual_pretraining_set
+
+            data, report = build_factual_pretraining_set(hold_out_probe=True)
+        report = {"source": "data_prep.factual (LAMA probe facts held out)",
+                  "relations_kept": report.get("relations_kept"), "holdout": report.get("holdout"),
+                  "full_train": len(data["train"]), "full_dev": len(data["dev"])}
+    elif kind == "linguistic":
+        from data_prep.dependency import load_ud_ewt
+
+        (train, train_skips), (dev, dev_skips) = load_ud_ewt("train"), load_ud_ewt("dev")
+        data = DatasetDict({"train": train, "dev": dev})
+        report = {"source": "UD English EWT v2.16", "full_train": len(train), "full_dev": len(dev),
+                  "skipped": {"train": train_skips.to_dict(), "dev": dev_skips.to_dict()}}
+    else:
+        raise ValueError(f"unknown adapter kind {kind!r}: 'factual' or 'linguistic'")
+    data = DatasetDict({"train": subsample(data["train"], train_examples, seed),
+                        "dev": subsample(data["dev"], dev_examples, seed)})
+    report.update(train=len(data["train"]), dev=len(data["dev"]), subsample_seed=seed)
+    return data, report
+
+
+# --------------------------------------------------------------------------------------------------- features
+class SharedBackbonePass:
+    """``Trainer.batch_transform`` without a cache: one frozen-backbone pass per batch, shared by every model."""
+
+    def __init__(self, backbone: nn.Module, taps: Sequence[int]):
+        self.backbone, self.taps = backbone, tuple(taps)
+
+    def __call__(self, batch: dict) -> dict:
+        rest = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "token_type_ids")}
+        features = extract_features(self.backbone, batch["input_ids"], batch["attention_mask"],
+                                    batch.get("token_type_ids"), self.taps)
+        return {"features": features, **rest}
+
+
+@dataclass
+class SplitData:
+    """One encoded split and how batches of it are made (from the cache or from token ids)."""
+
+    encoded: Dataset
+    dataset: torch.utils.data.Dataset
+    collate: object
+    cache: FeatureCache | None = None
+
+
+def prepare_split(encoded: Dataset, encoder: KAdapterModel, taps: Sequence[int], *, max_length: int,
+                  use_cache: bool, cache_root, storage_dtype: str, device=None, progress: bool = True) -> SplitData:
+    if not use_cache:
+        return SplitData(encoded, encoded, PadCollator(encoder.tokenizer.pad_token_id))
+    cache = FeatureCache.build(encoder, encoded, tokenizer=encoder.tokenizer, max_length=max_length, taps=taps,
+                               root=cache_root, storage_dtype=storage_dtype, device=device, progress=progress)
+    return SplitData(encoded, CachedDataset(cache, encoded), CachedCollator(cache), cache)
+
+
+def make_evaluator(task, split: SplitData, batch_size: int):
+    """``evaluate(model) -> dev metrics`` over a split (cached features or token ids)."""
+    def evaluate(model: nn.Module) -> dict:
+        device = next(p for p in model.parameters() if p.requires_grad).device
+        pred, gold, loss, n = [], [], 0.0, 0
+        for start in range(0, len(split.dataset), batch_size):
+            rows = [split.dataset[i] for i in range(start, min(start + batch_size, len(split.dataset)))]
+            batch = _to_device(split.collate(rows), device)
+            out = model(**batch)
+            p, g = task.predictions(out.logits.float(), batch["labels"])
+            pred += p
+            gold += g
+            loss += out.loss.item() * len(rows)
+            n += len(rows)
+        return {**task.score(pred, gold), "loss": loss / n}
+    return evaluate
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, (torch.Tensor, BackboneFeatures)) else v for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------------------------- pre-training
+@dataclass
+class PretrainConfig:
+    """How adapters are pre-trained (the adapters' own sizes are their ``AdapterConfig``s)."""
+
+    output_dir: str
+    max_length: int = 64
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    head_dropout: float = 0.1
+    seed: int = 42
+    patience: int | None = 2
+    use_cache: bool = True  # compute the backbone features once (False: the official recipe, a pass per step)
+    storage_dtype: str = "float16"
+    cache_root: str | None = None  # default: $KADAPTER_CACHE or ~/.cache/kadapter/features
+    device: str | None = None  # None: a GPU when visible; "cpu" forces the CPU
+    checkpoint_every: int = 0
+    keep_checkpoints: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # free-form notes kept in results.json
+
+    def train_config(self, task_metric: str) -> TrainConfig:
+        return TrainConfig(
+            output_dir=str(Path(self.output_dir) / "train"), epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
+            max_grad_norm=self.max_grad_norm, seed=self.seed, metric=task_metric, greater_is_better=True,
+            patience=self.patience, checkpoint_every=self.checkpoint_every, cpu=self.device == "cpu",
+            progress=self.progress)
+
+
+def _seed_for(seed: int, name: str) -> int:
+    """Initialisation seed of one adapter + head: independent of which other adapters train alongside."""
+    return seed + zlib.crc32(name.encode()) % 100_000
+
+
+def build_task_models(encoder: KAdapterModel, task, adapters: Mapping[str, AdapterConfig | None],
+                      head_dropout: float, seed: int) -> dict[str, TaskModel]:
+    """One TaskModel per adapter (``None`` = the no-adapter baseline), all sharing the one frozen backbone."""
+    models = {}
+    for name, config in adapters.items():
+        torch.manual_seed(_seed_for(seed, name))
+        own = KAdapterModel(encoder.backbone, {name: config} if config is not None else None,
+                            tokenizer=encoder.tokenizer)
+        models[name] = TaskModel(own, task.make_head(encoder.hidden_size, head_dropout))
+    return models
+
+
+def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, AdapterConfig | None],
+                      config: PretrainConfig, *, encoder: KAdapterModel | None = None,
+                      data_report: dict | None = None, step_hook=None) -> dict:
+    """Pre-train adapters of one kind (``"factual"`` / ``"linguistic"``) on ``data`` (train/dev records).
+
+    ``adapters``: ``{name: AdapterConfig}``; a ``None`` config trains the same head on the backbone alone (the
+    no-adapter baseline). All of them see the same batches, from one backbone pass. Writes, under
+    ``config.output_dir``: ``adapters/<name>/`` (adapter directories), ``task_models/<name>.safetensors`` (adapter, fusion and head
+    weights),
+    ``train/metrics.jsonl`` and ``results.json``; returns the results.
+    """
+    if not adapters:
+        raise ValueError("name at least one adapter to train (or the no-adapter baseline: {name: None})")
+    for split in ("train", "dev"):
+        if split not in data or len(data[split]) == 0:
+            raise ValueError(f"the {split} split is empty or missing")
+    started = time.perf_counter()
+    encoder = encoder or KAdapterModel.from_backbone()
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder.to(device)
+    task = make_task(kind, data)
+    resolved = {n: (c.resolved(encoder.identity.num_hidden_layers) if c is not None else None)
+                for n, c in adapters.items()}
+    taps = sorted({t for c in resolved.values() if c is not None for t in c.tap_layers})
+
+    timings = {}
+    t = time.perf_counter()
+    encoded = {s: task.encode(data[s], encoder.tokenizer, config.max_length) for s in ("train", "dev")}
+    timings["encode_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    splits = {s: prepare_split(encoded[s][0], encoder, taps, max_length=config.max_length,
+                               use_cache=config.use_cache, cache_root=config.cache_root,
+                               storage_dtype=config.storage_dtype, device=device, progress=config.progress)
+              for s in ("train", "dev")}
+    timings["cache_s"] = time.perf_counter() - t
+
+    models = build_task_models(encoder, task, resolved, config.head_dropout, config.seed)
+    evaluators = {name: make_evaluator(task, splits["dev"], 2 * config.batch_size) for name in models}
+    shared = None if config.use_cache or len(models) == 1 else SharedBackbonePass(encoder.backbone, taps)
+    trainer = Trainer(models, splits["train"].dataset, config.train_config(task.metric),
+                      collate_fn=splits["train"].collate, evaluate=evaluators, batch_transform=shared,
+                      step_hook=step_hook)
+    t = time.perf_counter()
+    summary = trainer.fit()
+    timings["train_s"] = time.perf_counter() - t
+
+    out = Path(config.output_dir)
+    results = {
+        "kind": kind, **task.describe(), "metric": task.metric,
+        "backbone": encoder.identity.to_dict(),
+        "data": {**(data_report or {}), "train": len(data["train"]), "dev": len(data["dev"]),
+                 "encoding": {s: encoded[s][1].to_dict() for s in encoded}},
+        "config": {k: v for k, v in asdict(config).items()},
+        "cache": {s: ({"path": str(sp.cache.path), "hit": sp.cache.hit, "bytes": sp.cache.nbytes,
+                       "build_s": sp.cache.meta.get("seconds")} if sp.cache else None) for s, sp in splits.items()},
+        "steps": summary["steps"], "epochs_run": summary["epochs_run"], "models": {},
+    }
+    for name, model in models.items():
+        model = trainer.unwrapped(name)
+        run = summary["runs"][name]
+        best = next((h for h in run["history"] if h["epoch"] == run["best_epoch"]), None)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        entry = {"adapter": resolved[name].to_dict() if resolved[name] is not None else None,
+                 "trainable_parameters": params, "seed": _seed_for(config.seed, name),
+                 "best_epoch": run["best_epoch"], "dev": best, "history": run["history"],
+                 "stopped_early": run["stopped"]}
+        if trainer.is_main:
+            if resolved[name] is not None:
+                adapter = model.encoder.adapters[name]
+                entry["adapter_dir"] = str(adapter.save_pretrained(
+                    out / "adapters" / name, task=kind, dev_metrics=best, best_epoch=run["best_epoch"]))
+            # adapter + fusion + head: everything needed to re-run this model's dev evaluation
+            (out / "task_models").mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in trainable_state(model).items()},
+                      str(out / "task_models" / f"{name}.safetensors"))
+        results["models"][name] = entry
+    timings["total_s"] = time.perf_counter() - started
+    results["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    if trainer.is_main:
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        if not config.keep_checkpoints:
+            for path in (out / "train").glob("*.pt"):
+                path.unlink()
+    return results
+
+
+def dev_table(results: dict) -> list[dict]:
+    """One row per trained model: its dev metrics at the best epoch, for printing next to each other."""
+    rows = []
+    for name, entry in results["models"].items():
+        dev = entry["dev"] or {}
+        rows.append({"model": name, "trainable_parameters": entry["trainable_parameters"],
+                     "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"}})
+    return rows
