@@ -466,9 +466,32 @@ class PooledTaskModel(nn.Module):
         return self.head(fused, None, labels=labels, **head_inputs(self.kind, positions, num_choices))
 
 
+class AdapterTaskModel(nn.Module):
+    """Trained adapters over cached backbone states, then fusion + head at the head's positions only.
+
+    The same function as a ``KAdapterModel`` + head (the fusion is position-wise), without fusing the positions
+    no head reads: the fusion costs as much per token as an adapter layer.
+    """
+
+    def __init__(self, kind: str, adapters: Mapping[str, KnowledgeAdapter], fusion: Fusion, head: nn.Module):
+        super().__init__()
+        self.adapters = nn.ModuleDict(dict(adapters))
+        self.pooled = PooledTaskModel(kind, fusion, head)
+
+    def forward(self, features: BackboneFeatures, positions, labels=None, num_choices: int | None = None):
+        rows = torch.arange(positions.shape[0], device=positions.device)[:, None]
+        backbone = features.last_hidden_state[rows, positions]
+        adapters = {n: a(features.hidden_states, features.attention_mask)[rows, positions]
+                    for n, a in self.adapters.items()}
+        if num_choices:  # (batch * choices, P, H) -> (batch, choices, P, H)
+            backbone = backbone.unflatten(0, (-1, num_choices))
+            adapters = {n: a.unflatten(0, (-1, num_choices)) for n, a in adapters.items()}
+        return self.pooled(backbone, adapters, labels)
+
+
 class SequenceTaskModel(nn.Module):
-    """A ``KAdapterModel`` + head over whole sequences: trained adapters on cached backbone states (``features``),
-    or token ids through the model (with ``set_backbone_trainable`` the backbone is fine-tuned too)."""
+    """A ``KAdapterModel`` + head over token ids (or backbone features): the model for a trained backbone
+    (``set_backbone_trainable``), and the reference the shortcuts are tested against."""
 
     def __init__(self, kind: str, encoder: KAdapterModel, head: nn.Module):
         super().__init__()
@@ -616,7 +639,7 @@ class FineTuneConfig:
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3  # fusion + head on frozen features
-    adapter_learning_rate: float = 1e-4  # settings whose adapters are trained
+    adapter_learning_rate: float = 5e-4  # settings whose adapters are trained (the adapter pre-training rate)
     backbone_learning_rate: float = 2e-5  # settings whose backbone is trained (the paper's recipe)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -812,16 +835,18 @@ def build_model(setting: Setting, seed: int, data: TaskData, encoded: DatasetDic
         return model, {s: (PooledDataset(features[s], keys), torch.utils.data.default_collate) for s in SPLITS}
 
     adapters = {name: build_adapter(setting, name, identity, adapter_seed) for name in setting.adapters}
-    torch.manual_seed(seed)
-    base = copy.deepcopy(backbone) if setting.backbone_trainable else backbone
-    encoder = KAdapterModel(base, adapters, fusion=setting.fusion, tokenizer=tokenizer)
-    for adapter in encoder.adapters.values():
+    for adapter in adapters.values():
         adapter.requires_grad_(setting.adapters_trainable)
-    encoder.set_backbone_trainable(setting.backbone_trainable)
-    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout))
+    torch.manual_seed(seed)
     if setting.mode == "taps":
+        fusion = Fusion(FusionConfig(setting.fusion, list(setting.adapters)), hidden)
+        model = AdapterTaskModel(kind, adapters, fusion, make_head(kind, hidden, num_labels, config.dropout))
         return model, {s: (TapsDataset(features[s]), collate_taps(features[s].cache, features[s].choices))
                        for s in SPLITS}
+    base = copy.deepcopy(backbone) if setting.backbone_trainable else backbone
+    encoder = KAdapterModel(base, adapters, fusion=setting.fusion, tokenizer=tokenizer)
+    encoder.set_backbone_trainable(setting.backbone_trainable)
+    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout))
     collate = collate_tokens(kind, tokenizer.pad_token_id)
     return model, {s: (TokensDataset(encoded[s], kind), collate) for s in SPLITS}
 

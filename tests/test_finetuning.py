@@ -109,10 +109,11 @@ def test_settings_train_exactly_the_intended_parameters(minilm, adapter_dirs, ca
     assert set(built["+F+L"].fusion.per_adapter) == {"factual", "linguistic"}
 
     control = built["+F (w/o knowledge, trained)"]
+    assert isinstance(control, ft.AdapterTaskModel)  # over cached backbone states: no backbone in the module
     prefixes = {".".join(n.split(".")[:2]) for n in _trainable(control)}
-    assert prefixes == {"encoder.adapters", "encoder.fusion", "head.classifier"}
-    assert not any(n.startswith("encoder.backbone.") for n in _trainable(control))
-    adapter = control.encoder.adapters["factual"]
+    assert prefixes == {"adapters.factual", "pooled.fusion", "pooled.head"}
+    assert _trainable(control) == {n for n, _ in control.named_parameters()}
+    adapter = control.adapters["factual"]
     assert sum(p.numel() for p in adapter.parameters()) == sum(
         p.numel() for p in KnowledgeAdapter.from_pretrained(adapter_dirs["F"]).parameters())  # same capacity
 
@@ -123,7 +124,6 @@ def test_settings_train_exactly_the_intended_parameters(minilm, adapter_dirs, ca
     assert tuned.encoder.backbone is not backbone and not any(p.requires_grad for p in backbone.parameters())
     tuned.train()
     assert tuned.encoder.backbone.training  # dropout on while the backbone is fine-tuned
-    assert not built["+F (w/o knowledge, trained)"].encoder.backbone_trainable
     with pytest.raises(ValueError, match="baseline"):
         ft.build_model(ft.Setting("majority", baseline="majority"), 0, data, encoded, features, backbone, tokenizer,
                        cfg)
@@ -147,6 +147,13 @@ def test_pooled_shortcut_equals_the_full_model(minilm, adapter_dirs, cache_root,
                       ft.collate_tokens(data.task.kind, tokenizer.pad_token_id))
     assert logits.shape == live.shape == ((3, 4) if task == "cosmosqa" else (3, len(data.labels)))
     torch.testing.assert_close(logits, live, atol=1e-4, rtol=1e-4)
+
+    # The trained-adapter path (adapters over cached states, fusion at the head's positions) is the same function.
+    trained = ft.Setting("+F+L (adapters trained)", setting.adapters, adapters_trainable=True)
+    _, _, with_taps = ft.prepare_features(data, [trained], [0], cfg, backbone, tokenizer)
+    taps_model, taps_splits = ft.build_model(trained, 0, data, encoded, with_taps, backbone, tokenizer, cfg)
+    taps_model.pooled.load_state_dict(pooled.state_dict())
+    torch.testing.assert_close(ft.predict(taps_model, *taps_splits["test"]), live, atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ selection
