@@ -637,6 +637,9 @@ def majority_predictions(data: TaskData, split: str) -> tuple[list, MajorityBase
 @dataclass
 class FineTuneConfig:
     epochs: int = 10
+    # Settings that train adapters or the backbone cost a full adapter/backbone pass per step: their own epoch
+    # budget (None: `epochs`). Every setting still picks its best epoch on dev.
+    trained_epochs: int | None = None
     batch_size: int = 32
     learning_rate: float = 1e-3  # fusion + head on frozen features
     adapter_learning_rate: float = 5e-4  # settings whose adapters are trained (the adapter pre-training rate)
@@ -656,6 +659,9 @@ class FineTuneConfig:
     cache_dtype: str = "float16"
     device: str = "cpu"
     progress: bool = True
+
+    def epochs_for(self, setting: Setting) -> int:
+        return self.epochs if setting.mode == "pooled" or self.trained_epochs is None else self.trained_epochs
 
     def learning_rate_for(self, setting: Setting) -> float:
         if setting.backbone_trainable:
@@ -686,19 +692,26 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
     if len(set(names)) != len(names):
         raise ValueError(f"setting names must be unique: {names}")
 
-    t_features = time.time()
-    encoded, encoding_stats, features = prepare_features(data, settings, seeds, config, backbone, tokenizer)
+    def run_dir(setting, seed) -> Path:
+        return output_dir / _slug(setting.name) / (f"seed{seed}" if seed is not None else "baseline")
+
+    seeds_of = {s.name: [None] if s.baseline else list(seeds) for s in settings}
+    finished = {(s.name, seed): _load_finished(run_dir(s, seed), s, seed, config, data)
+                for s in settings for seed in seeds_of[s.name]}
+    pending = [s for s in settings if any(finished[s.name, seed] is None for seed in seeds_of[s.name])]
+    t_features = time.time()  # features only for settings with runs left to do
+    encoded, encoding_stats, features = prepare_features(data, pending, seeds, config, backbone, tokenizer)
     feature_seconds = time.time() - t_features
 
     runs = []
     for setting in settings:
-        for seed in ([None] if setting.baseline else seeds):
-            run_dir = output_dir / _slug(setting.name) / (f"seed{seed}" if seed is not None else "baseline")
-            record = _load_finished(run_dir, setting, seed, config, data)
+        for seed in seeds_of[setting.name]:
+            record = finished[setting.name, seed]
             if record is None:
-                _start_fresh_if_changed(run_dir, _run_identity(setting, seed, config, data))
-                record = _run_one(setting, seed, data, encoded, features, backbone, tokenizer, config, run_dir)
-                _write_json(run_dir / "run.json", record)
+                directory = run_dir(setting, seed)
+                _start_fresh_if_changed(directory, _run_identity(setting, seed, config, data))
+                record = _run_one(setting, seed, data, encoded, features, backbone, tokenizer, config, directory)
+                _write_json(directory / "run.json", record)
             runs.append(record)
 
     results = {
@@ -794,7 +807,7 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metric = data.task.metric
     train_config = TrainConfig(
-        output_dir=str(run_dir / "trainer"), epochs=config.epochs, batch_size=config.batch_size,
+        output_dir=str(run_dir / "trainer"), epochs=config.epochs_for(setting), batch_size=config.batch_size,
         learning_rate=config.learning_rate_for(setting), weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, seed=seed, metric=metric, patience=config.patience,
         cpu=config.device == "cpu",
