@@ -642,6 +642,9 @@ class FineTuneConfig:
     trained_epochs: int | None = None
     batch_size: int = 32
     learning_rate: float = 1e-3  # fusion + head on frozen features
+    # Settings whose backbone and adapters are frozen are cheap: each run may try several learning rates and keep
+    # the best on dev (a linear probe on frozen features is very sensitive to it). None/empty: `learning_rate`.
+    learning_rates: tuple[float, ...] | None = None
     adapter_learning_rate: float = 5e-4  # settings whose adapters are trained (the adapter pre-training rate)
     backbone_learning_rate: float = 2e-5  # settings whose backbone is trained (the paper's recipe)
     weight_decay: float = 0.01
@@ -662,6 +665,12 @@ class FineTuneConfig:
 
     def epochs_for(self, setting: Setting) -> int:
         return self.epochs if setting.mode == "pooled" or self.trained_epochs is None else self.trained_epochs
+
+    def learning_rates_for(self, setting: Setting) -> list[float]:
+        """The learning rates tried (each run picks the best on dev): the grid for the cheap settings."""
+        if setting.mode == "pooled" and self.learning_rates:
+            return list(self.learning_rates)
+        return [self.learning_rate_for(setting)]
 
     def learning_rate_for(self, setting: Setting) -> float:
         if setting.backbone_trainable:
@@ -786,7 +795,8 @@ def _start_fresh_if_changed(run_dir: Path, identity: dict) -> None:
 
     path = run_dir / "identity.json"
     if path.is_file() and json.loads(path.read_text()) != identity:
-        shutil.rmtree(run_dir / "trainer", ignore_errors=True)
+        for stale in run_dir.glob("trainer*"):
+            shutil.rmtree(stale, ignore_errors=True)
     _write_json(path, identity)
 
 
@@ -803,28 +813,42 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
         record.update(best_epoch=None, history=[], trainable_parameters=0, seconds=time.time() - t0)
         return record
 
-    model, splits = build_model(setting, seed, data, encoded, features, backbone, tokenizer, config)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    metric = data.task.metric
+    best = None
+    search = []
+    for lr in config.learning_rates_for(setting):
+        model, splits = build_model(setting, seed, data, encoded, features, backbone, tokenizer, config)
+        summary = _train(model, splits, setting, seed, lr, data, config, run_dir / f"trainer_lr{lr:g}")
+        run = summary["runs"]["model"]
+        search.append({"learning_rate": lr, "best_epoch": run["best_epoch"], "dev": run["best_metric"],
+                       "epochs_run": summary["epochs_run"]})
+        if best is None or run["best_metric"] > best[3]["runs"]["model"]["best_metric"]:
+            best = (lr, model, splits, summary)
+    lr, model, splits, summary = best
+    run = summary["runs"]["model"]
+    # The best (learning rate, epoch) by dev is loaded in `model`; test is looked at now, once.
+    record["test"], test_pred = evaluate_split(model, *splits["test"], data, "test", config.eval_batch_size)
+    record["dev"] = next({k: v for k, v in h.items() if k != "epoch"} for h in run["history"]
+                         if h["epoch"] == run["best_epoch"])
+    record.update(learning_rate=lr, learning_rate_search=search, best_epoch=run["best_epoch"],
+                  epochs_run=summary["epochs_run"], stopped_early=run["stopped"], history=run["history"],
+                  trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  seconds=time.time() - t0, test_predictions=[_jsonable(p) for p in test_pred])
+    return record
+
+
+def _train(model, splits, setting: Setting, seed: int, lr: float, data: TaskData, config: FineTuneConfig,
+           output_dir: Path) -> dict:
+    """Train on train with the shared Trainer, score every epoch on dev, restore the best epoch's weights."""
     train_config = TrainConfig(
-        output_dir=str(run_dir / "trainer"), epochs=config.epochs_for(setting), batch_size=config.batch_size,
-        learning_rate=config.learning_rate_for(setting), weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio, seed=seed, metric=metric, patience=config.patience,
-        cpu=config.device == "cpu",
-        progress=config.progress, log_every=50)
+        output_dir=str(output_dir), epochs=config.epochs_for(setting), batch_size=config.batch_size,
+        learning_rate=lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=seed,
+        metric=data.task.metric, patience=config.patience, cpu=config.device == "cpu", progress=config.progress,
+        log_every=50)
 
     def on_dev(m):
         return evaluate_split(m, *splits["dev"], data, "dev", config.eval_batch_size)[0]
 
-    summary = train(model, splits["train"][0], train_config, collate_fn=splits["train"][1], evaluate=on_dev)
-    run = summary["runs"]["model"]
-    # The best epoch's weights are back in `model`; test is looked at now, once.
-    record["test"], test_pred = evaluate_split(model, *splits["test"], data, "test", config.eval_batch_size)
-    record["dev"] = {k: v for k, v in run["history"][run["best_epoch"]].items() if k != "epoch"}
-    record.update(best_epoch=run["best_epoch"], epochs_run=summary["epochs_run"], stopped_early=run["stopped"],
-                  history=run["history"], trainable_parameters=trainable, seconds=time.time() - t0,
-                  test_predictions=[_jsonable(p) for p in test_pred])
-    return record
+    return train(model, splits["train"][0], train_config, collate_fn=splits["train"][1], evaluate=on_dev)
 
 
 def build_model(setting: Setting, seed: int, data: TaskData, encoded: DatasetDict,

@@ -210,6 +210,29 @@ def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
     assert not any(p.requires_grad for p in backbone.parameters())
 
 
+def test_learning_rate_grid_is_searched_on_dev_only(minilm, cache_root, tmp_path, monkeypatch):
+    backbone, tokenizer = minilm
+    data = ft.load_task("openentity", limits=SMALL)
+    calls = []
+    real = ft.evaluate_split
+
+    def spy(model, dataset, collate, data_, split, batch_size=256):
+        metrics, pred = real(model, dataset, collate, data_, split, batch_size)
+        calls.append((split, metrics["micro_f1"]))
+        return metrics, pred
+
+    monkeypatch.setattr(ft, "evaluate_split", spy)
+    cfg = config(cache_root, epochs=2, patience=None, learning_rates=(1e-4, 3e-2))
+    results = ft.run_finetuning(data, [ft.Setting("backbone")], [0], cfg, tmp_path, backbone, tokenizer)
+    assert [split for split, _ in calls] == ["dev"] * 4 + ["test"]  # 2 rates x 2 epochs on dev, then test once
+    run = results["runs"][0]
+    searched = {entry["learning_rate"]: entry["dev"] for entry in run["learning_rate_search"]}
+    assert searched == {1e-4: max(v for _, v in calls[:2]), 3e-2: max(v for _, v in calls[2:4])}
+    assert run["learning_rate"] == max(searched, key=searched.get) and run["dev"]["micro_f1"] == max(searched.values())
+    assert cfg.learning_rates_for(ft.Setting("+F (w/o knowledge, trained)", {"factual": "/x"}, knowledge=False,
+                                             adapters_trainable=True)) == [cfg.adapter_learning_rate]
+
+
 # ------------------------------------------------------------------------------------------------- truncation
 def test_truncation_around_markers_is_counted_and_markers_survive(minilm):
     _, tokenizer = minilm
