@@ -675,6 +675,21 @@ def rank_answers(probe: MaskedLMProbe, features: MaskedFeatures, vocabulary: Can
     return np.concatenate(ranks), np.concatenate(tops)
 
 
+def typed_ranks(probe: MaskedLMProbe, features: MaskedFeatures, facts: Sequence[dict],
+                batch_size: int = 512) -> np.ndarray:
+    """Rank of each gold object among *its relation's* objects only (the distinct gold tokens of that relation's
+    facts), a much easier "typed" probe: the candidates the majority-object baseline also ranks over."""
+    ranks = np.zeros(len(facts), dtype=int)
+    rows_of: dict[str, list[int]] = {}
+    for i, fact in enumerate(facts):
+        rows_of.setdefault(fact["relation"], []).append(i)
+    for relation, rows in rows_of.items():
+        ids = sorted({facts[i]["gold_id"] for i in rows})
+        vocabulary = CandidateVocabulary(ids, f"gold objects of {relation}", len(ids), {})
+        ranks[rows], _ = rank_answers(probe, features.subset(rows), vocabulary, top=1, batch_size=batch_size)
+    return ranks
+
+
 def majority_ranks(facts: Sequence[dict]) -> np.ndarray:
     """The majority-object baseline as a ranking: per relation, objects ordered by how often they are the answer
     among ``facts`` (ties: alphabetically); each fact's rank is its object's place. Its P@1 is "always answer the
@@ -699,7 +714,7 @@ def metrics_by_relation(facts: Sequence[dict], ranks: np.ndarray) -> dict:
 def lama_probe(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], facts: Sequence[dict], *,
                vocabulary: CandidateVocabulary | None = None, batch_size: int = 64,
                held_out: Mapping | None = None, subsets: Mapping[str, set[str]] | None = None,
-               cache_root: str | Path | None = None) -> dict:
+               cache_root: str | Path | None = None, typed: bool = True) -> dict:
     """Probe every model in ``probes`` on the same LAMA facts; returns a JSON-ready dict.
 
     ``facts`` are data_prep LAMA facts (template, sub_label, obj_label, relation, uuid). Facts whose object is not a
@@ -717,23 +732,31 @@ def lama_probe(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], facts:
         raise ValueError(f"no fact has a single-token object among the candidates: {selection['skipped']}")
     needed = sorted({n for p in probes.values() for n in p.adapter_names})
     features = lama_features(model, kept, needed, batch_size, cache_root)
-    ranks, top1 = {}, {}
+    ranks, top1, typed_rank = {}, {}, {}
     for name, probe in probes.items():
         ranks[name], tops = rank_answers(probe, features, vocabulary)
         top1[name] = tops[:, 0]
+        if typed:
+            typed_rank[name] = typed_ranks(probe, features, kept)
     majority = majority_ranks(kept)
 
     def score(rows: list[int]) -> dict:
         chosen = [kept[i] for i in rows]
-        return {"facts": _fact_counts(chosen),
-                "models": {n: metrics_by_relation(chosen, r[rows]) for n, r in ranks.items()},
-                "majority": metrics_by_relation(chosen, majority[rows])}
+        scored = {"facts": _fact_counts(chosen),
+                  "models": {n: metrics_by_relation(chosen, r[rows]) for n, r in ranks.items()},
+                  "majority": metrics_by_relation(chosen, majority[rows])}
+        if typed:
+            scored["typed"] = {"models": {n: metrics_by_relation(chosen, r[rows]) for n, r in typed_rank.items()}}
+        return scored
 
     everything = score(list(range(len(kept))))
     result = {"vocabulary": vocabulary.to_dict(), "selection": selection, "facts": everything["facts"],
               "held_out": dict(held_out or {}), "models": everything["models"], "majority": everything["majority"],
               "probes": {n: {"adapter_names": p.adapter_names, "recipe": p.recipe} for n, p in probes.items()},
               "subsets": {}}
+    if typed:
+        result["typed"] = {**everything["typed"], "candidates": "per relation: the distinct gold objects of its "
+                           "kept facts (the majority-object baseline ranks over the same set)"}
     for subset, uuids in (subsets or {}).items():
         rows = [i for i, f in enumerate(kept) if f["uuid"] in uuids]
         if rows:
@@ -743,6 +766,7 @@ def lama_probe(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], facts:
         {"uuid": f["uuid"], "relation": f["relation"], "sub_label": f["sub_label"], "obj_label": f["obj_label"],
          "gold_token": decode(f["gold_id"]), "majority_rank": int(majority[i]),
          "rank": {n: int(r[i]) for n, r in ranks.items()},
+         **({"typed_rank": {n: int(r[i]) for n, r in typed_rank.items()}} if typed else {}),
          "top1": {n: decode(int(t[i])) for n, t in top1.items()}}
         for i, f in enumerate(kept)]
     return result
@@ -804,17 +828,19 @@ def write_results(result: dict, path: str | Path) -> Path:
 # Seeds, summaries, disagreements
 # =====================================================================================================================
 def summary_rows(result: dict, variants: Mapping[str, Sequence[str]], subset: str | None = None,
-                 metrics: Sequence[str] = ("p@1", "p@10", "mrr")) -> list[dict]:
+                 metrics: Sequence[str] = ("p@1", "p@10", "mrr"), typed: bool = False) -> list[dict]:
     """One row per variant: macro metrics as mean ± std over its probes (e.g. probe-head seeds), and a majority row.
 
     ``variants`` maps a display name to the probe names (keys of ``result["models"]``) that are its seeds.
+    ``typed``: the scores with answers restricted to each relation's objects (:func:`typed_ranks`).
     """
     scored = result if subset is None else result["subsets"][subset]
+    models = scored["typed"]["models"] if typed else scored["models"]
     rows = []
     for variant, names in variants.items():
         row = {"model": variant, "seeds": len(names)}
         for metric in metrics:
-            mean, std = mean_std([scored["models"][n]["macro"][metric] for n in names])
+            mean, std = mean_std([models[n]["macro"][metric] for n in names])
             row[metric], row[f"{metric} std"] = mean, std
         rows.append(row)
     majority = {"model": "majority object (per relation)", "seeds": 0}
@@ -826,13 +852,15 @@ def summary_rows(result: dict, variants: Mapping[str, Sequence[str]], subset: st
     return rows
 
 
-def relation_p_at_1(result: dict, variants: Mapping[str, Sequence[str]], metric: str = "p@1") -> dict[str, dict]:
+def relation_p_at_1(result: dict, variants: Mapping[str, Sequence[str]], metric: str = "p@1",
+                    typed: bool = False) -> dict[str, dict]:
     """Per relation, each variant's mean (over seeds) and std, and the majority baseline: for charts."""
+    models = result["typed"]["models"] if typed else result["models"]
     out = {}
     for relation, counts in result["facts"]["per_relation"].items():
         row = {"facts": counts, "majority": result["majority"]["per_relation"][relation][metric]}
         for variant, names in variants.items():
-            values = [result["models"][n]["per_relation"][relation][metric] for n in names]
+            values = [models[n]["per_relation"][relation][metric] for n in names]
             row[variant] = mean_std(values)
         out[relation] = row
     return out

@@ -18,7 +18,7 @@ from kadapter.probing import (
     build_probe, candidate_vocabulary, compare_topk, encode_cloze, general_corpus, lama_probe, load_probe_set,
     majority_ranks, mask_tokens, masked_corpus_features, masked_position_features, metrics_by_relation,
     predict_topk, pretrained_mlm_head, probe_variants, rank_answers, save_probe_set, select_facts, summary_rows,
-    train_probes, word_token_id,
+    train_probes, typed_ranks, word_token_id,
 )
 from kadapter.training import TrainConfig
 from tokenizer_fixtures import roberta_bpe_tokenizer
@@ -69,6 +69,15 @@ def test_rank_answers_restricted_to_candidates_hand_computed():
     # token 5 (score 4) now competes: gold 3 -> 3, gold 4 -> 5, gold 1 -> 1
     assert ranks.tolist() == [3, 5, 1]
     assert top[0, :2].tolist() == [1, 5]
+
+
+def test_typed_ranks_only_compete_within_the_relation_hand_computed():
+    probe = _constant_probe()  # logits [0, 5, 2.5, 3, 1, 4]
+    facts = [{"relation": "A", "gold_id": 3}, {"relation": "A", "gold_id": 4}, {"relation": "B", "gold_id": 2},
+             {"relation": "B", "gold_id": 1}, {"relation": "B", "gold_id": 2}]
+    features = MaskedFeatures({BACKBONE_SOURCE: torch.randn(5, 2)}, torch.tensor([3, 4, 2, 1, 2]), torch.arange(5))
+    # A ranks {3, 4}: 3 (3.0) first, 4 (1.0) second; B ranks {1, 2}: 1 (5.0) first, 2 (2.5) second
+    assert typed_ranks(probe, features, facts).tolist() == [1, 2, 2, 1, 2]
 
 
 def test_metrics_by_relation_hand_computed():
@@ -358,6 +367,16 @@ def test_lama_probe_on_real_facts(minilm):
         objects = [p["obj_label"] for p in preds if p["relation"] == relation]
         top = max(objects.count(o) for o in set(objects)) / len(objects)
         assert result["majority"]["per_relation"][relation]["p@1"] == pytest.approx(top)
+    # The typed probe ranks among the relation's objects: never worse than over the whole common vocabulary.
+    for p in preds:
+        assert all(1 <= p["typed_rank"][n] <= p["rank"][n] for n in probes)
+    for relation, metrics in result["typed"]["models"]["backbone"]["per_relation"].items():
+        ranks = [p["typed_rank"]["backbone"] for p in preds if p["relation"] == relation]
+        assert metrics["p@1"] == pytest.approx(np.mean([r == 1 for r in ranks]))
+        assert max(ranks) <= len({p["obj_label"].lower() for p in preds if p["relation"] == relation})
+    assert "typed" in result["subsets"]["uhn"]
+    typed_rows = summary_rows(result, {"backbone": ["backbone"]}, typed=True)
+    assert typed_rows[0]["p@1"] == result["typed"]["models"]["backbone"]["macro"]["p@1"]
     rows = summary_rows(result, {"backbone": ["backbone"], "+factual": ["+factual"]})
     assert [r["model"] for r in rows] == ["backbone", "+factual", "majority object (per relation)"]
     assert rows[-1]["p@1"] == result["majority"]["macro"]["p@1"] and rows[0]["facts"] == 120
@@ -439,6 +458,9 @@ def test_notebook_04_smoke(tmp_path):
     rows = {r["model"]: r for r in results["summary"]}
     assert set(rows) == {"backbone", "+factual", "+factual (w/o knowledge)", "majority object (per relation)"}
     assert rows["backbone"]["seeds"] == 2 and rows["backbone"]["facts"] == 30
+    typed = {r["model"]: r for r in results["summary_typed"]}
+    assert typed["majority object (per relation)"]["p@1"] == rows["majority object (per relation)"]["p@1"]
+    assert typed["backbone"]["mrr"] >= rows["backbone"]["mrr"]
     assert results["held_out"]["hold_out_probe"] is True and results["held_out"]["examples_removed"] == 7
     assert results["held_out"]["adapter_training_relations"] == ["P19", "P36"]
     assert results["control_seeds"] == {"factual": 4242}  # the twin starts where pre-training started
