@@ -410,13 +410,23 @@ class MaskedLMProbeHead(nn.Module):
         nn.init.zeros_(self.layer_norm.bias)
         nn.init.zeros_(self.bias)
 
-    def forward(self, features: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits over the vocabulary, or over ``token_ids`` only (same values, less work when ranking a subset)."""
-        h = self.layer_norm(self.activation(self.dense(features)))
-        embeddings, bias = self._word_embeddings.weight.detach().to(h.dtype), self.bias
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.activation(self.dense(features)))
+
+    def decoder(self, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (frozen, tied) output embeddings and the bias, of every token or of ``token_ids`` only."""
+        embeddings, bias = self._word_embeddings.weight.detach(), self.bias
         if token_ids is not None:
             embeddings, bias = embeddings[token_ids], bias[token_ids]
-        return h @ embeddings.T + bias
+        return embeddings, bias
+
+    def forward(self, features: torch.Tensor, token_ids: torch.Tensor | None = None,
+                decoder: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits over the vocabulary, or over ``token_ids`` only (same values, less work when ranking a subset);
+        ``decoder``: :meth:`decoder`'s output computed once for many calls."""
+        h = self.transform(features)
+        embeddings, bias = decoder if decoder is not None else self.decoder(token_ids)
+        return h @ embeddings.to(h.dtype).T + bias
 
     def config(self) -> dict:
         return {"hidden_size": self.dense.in_features, "vocab_size": self.vocab_size,
@@ -498,15 +508,16 @@ class MaskedLMProbe(nn.Module):
         return {k: sources[k].to(self.device) for k in [BACKBONE_SOURCE, *self.adapter_names]}
 
     def forward(self, sources: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None,
-                token_ids: torch.Tensor | None = None) -> ProbeOutput:
+                token_ids: torch.Tensor | None = None,
+                decoder: tuple[torch.Tensor, torch.Tensor] | None = None) -> ProbeOutput:
         """Vocabulary logits from features at some positions (``sources[BACKBONE_SOURCE]`` and each adapter's
-        output there), or logits of ``token_ids`` only; with ``labels`` (gold token ids, full vocabulary) also the
-        masked-LM cross-entropy."""
+        output there), or logits of ``token_ids`` only (``decoder``: ``head.decoder(token_ids)``, precomputed);
+        with ``labels`` (gold token ids, full vocabulary) also the masked-LM cross-entropy."""
         fused = self.fusion(sources[BACKBONE_SOURCE], {n: sources[n] for n in self.adapter_names})
-        logits = self.head(fused, token_ids)
+        logits = self.head(fused, token_ids, decoder)
         loss = None
         if labels is not None:
-            if token_ids is not None:
+            if token_ids is not None or decoder is not None:
                 raise ValueError("the masked-LM loss is over the full vocabulary: give labels or token_ids, not both")
             loss = F.cross_entropy(logits, labels)
         return ProbeOutput(logits, loss)
@@ -665,10 +676,11 @@ def rank_answers(probe: MaskedLMProbe, features: MaskedFeatures, vocabulary: Can
     :func:`kadapter.metrics.rank_of_gold`), and the ``top`` best candidate token ids per row."""
     probe.eval()
     candidates = torch.tensor(vocabulary.token_ids)
+    decoder = probe.head.decoder(candidates.to(probe.device))  # gathered once, not per batch
     ranks, tops = [], []
     for start in range(0, len(features), batch_size):
         batch = features.subset(range(start, min(start + batch_size, len(features))))
-        scores = probe(probe.inputs(batch.sources), token_ids=candidates.to(probe.device)).logits.float().cpu()
+        scores = probe(probe.inputs(batch.sources), decoder=decoder).logits.float().cpu()
         gold = [vocabulary.index(int(t)) for t in batch.labels]
         ranks.append(rank_of_gold(scores, gold))
         tops.append(candidates[scores.topk(min(top, len(candidates)), dim=-1).indices].numpy())
