@@ -1045,7 +1045,7 @@ NOTEBOOK_SMOKE_PARAMETERS = {
     "linguistic_adapter": "{run}/02_adapter_pretraining/linguistic/adapters/linguistic",
     "stand_in_adapter": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
                          "num_transformer_layers": 1},
-    "seeds": [0, 1], "epochs": 2, "max_length": 64, "device": "cpu",
+    "seeds": [0, 1], "epochs": 2, "trained_epochs": 1, "learning_rates": None, "max_length": 64, "device": "cpu",
 }
 NOTEBOOK_PAPER_PARAMETERS = {
     "backbone": "roberta-large",
@@ -1054,6 +1054,6 @@ NOTEBOOK_PAPER_PARAMETERS = {
     "factual_adapter": "{run}/02_adapter_pretraining/factual/adapters/factual",
     "linguistic_adapter": "{run}/02_adapter_pretraining/linguistic/adapters/linguistic",
     "stand_in_adapter": None,
-    "seeds": [0, 1, 2], "epochs": 10, "max_length": 256, "device": "cuda",
-    "trained_backbone_combinations": ["", "F", "F+L"],
+    "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256, "device": "cuda",
+    "trained_backbone_combinations": ["", "F", "F+L"], "backbone_learning_rate": 1e-5,
 }
