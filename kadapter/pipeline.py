@@ -31,17 +31,69 @@ class Stage:
 # In order: each stage may read what earlier stages wrote ("{run}" is replaced by the run folder).
 STAGES = [
     Stage("00_quickstart", "00_quickstart.ipynb"),
+    Stage("01_data_alignment", "01_data_alignment.ipynb"),
+    Stage("02_adapter_pretraining", "02_adapter_pretraining.ipynb"),
+    Stage("03_finetuning", "03_finetuning.ipynb"),
+    Stage("04_lama_probing", "04_lama_probing.ipynb"),
+    Stage("05_probing_demo", "05_probing_demo.ipynb"),
 ]
+
+# Where stages hand over to each other.
+FACTUAL_DATA = "{run}/01_data_alignment/factual_pretraining"
+FACTUAL_ADAPTER = "{run}/02_adapter_pretraining/factual/adapters/factual"
+LINGUISTIC_ADAPTER = "{run}/02_adapter_pretraining/linguistic/adapters/linguistic"
+FEATURE_CACHE = "{run}/feature_cache"
 
 # Parameters per profile and stage. `output_dir` is always set by the pipeline.
 PROFILES: dict[str, dict[str, dict]] = {
+    # Sized for a 2-core CPU machine: every stage runs end to end on a small slice of the real data.
     "smoke": {
         "00_quickstart": {"backbone": None, "adapter_hidden_size": 128, "adapter_heads": 4,
                           "adapter_intermediate_size": 256, "device": "cpu"},
+        "01_data_alignment": {"limit": 25, "min_examples": 20, "alignment_docs": 40, "spacy_sentences": 120,
+                              "arc_examples": 1},
+        "02_adapter_pretraining": {
+            "factual_data_dir": FACTUAL_DATA, "train_examples": 256, "dev_examples": 64, "max_length": 48,
+            "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
+            "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
+            "device": "cpu"},
+        "03_finetuning": {
+            "tasks": ["openentity", "semeval", "cosmosqa"],
+            "limits": {"openentity": {"train": 48, "dev": 24, "test": 24},
+                       "semeval": {"train": 48, "dev": 24, "test": 24},
+                       "cosmosqa": {"train": 16, "dev": 8, "test": 8}},
+            "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "seeds": [0, 1], "epochs": 2, "trained_epochs": 1, "learning_rates": None, "max_length": 64,
+            "device": "cpu"},
+        "04_lama_probing": {
+            "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36", "P1412"],
+            "facts_per_relation": 15, "device": "cpu"},
+        "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
+    # The paper's settings: RoBERTa-large (by hub name or a local path) on a GPU, all the data.
     "paper": {
         "00_quickstart": {"backbone": "roberta-large", "adapter_hidden_size": 768, "adapter_heads": 12,
                           "adapter_intermediate_size": 3072, "device": "cuda"},
+        "01_data_alignment": {"limit": None, "min_examples": 50, "hold_out_probe": True, "alignment_docs": None,
+                              "spacy_sentences": None, "arc_examples": 2},
+        "02_adapter_pretraining": {
+            "backbone": "roberta-large", "factual_data_dir": FACTUAL_DATA, "train_examples": None,
+            "dev_examples": None, "max_length": 64, "tap_layers": [0, 11, 22], "adapter_hidden_size": 768,
+            "adapter_heads": 12, "adapter_intermediate_size": 3072, "adapter_transformer_layers": 2,
+            "epochs": 5, "batch_size": 64, "learning_rate": 5e-5, "cache_dir": FEATURE_CACHE,
+            "storage_dtype": "bfloat16", "device": "cuda"},
+        "03_finetuning": {
+            "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
+            "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
+            "device": "cuda", "trained_backbone_combinations": ["", "F", "F+L"], "backbone_learning_rate": 1e-5},
+        "04_lama_probing": {
+            "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "pretrained_head": True, "corpus_sentences": None, "epochs": 2, "learning_rate": 3e-3, "seeds": [0, 1, 2],
+            "relations": None, "facts_per_relation": None, "feature_cache": FEATURE_CACHE, "probe_batch_size": 256,
+            "device": "cuda"},
+        "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cuda"},
     },
 }
 
