@@ -775,9 +775,23 @@ def _adapter_seeds(setting: Setting, seeds, config: FineTuneConfig) -> list:
     return [config.random_adapter_seed] if config.random_adapter_seed is not None else list(seeds)
 
 
+# Config fields that change what a run computes, by setting mode; the others (progress, paths, batch sizes of
+# feature extraction and evaluation, the other modes' rates) leave a finished run valid.
+_COMMON_FIELDS = ("batch_size", "weight_decay", "warmup_ratio", "patience", "dropout", "max_length", "cache_dtype")
+_MODE_FIELDS = {
+    "baseline": (),
+    "pooled": _COMMON_FIELDS + ("epochs", "learning_rate", "learning_rates", "random_adapter_seed"),
+    "taps": _COMMON_FIELDS + ("epochs", "trained_epochs", "adapter_learning_rate", "random_adapter_seed"),
+    "tokens": _COMMON_FIELDS + ("epochs", "trained_epochs", "backbone_learning_rate", "random_adapter_seed"),
+}
+
+
 def _run_identity(setting: Setting, seed, config: FineTuneConfig, data: TaskData) -> dict:
-    return {"setting": setting.to_dict(), "seed": seed, "config": {k: v for k, v in asdict(config).items()
-                                                                     if k not in ("progress", "cache_root", "device")},
+    """What a finished run depends on: a rerun with the same identity reuses it."""
+    fields_ = _MODE_FIELDS[setting.mode] if setting.baseline is None else ("max_length",)
+    config_dict = asdict(config)
+    return {"setting": setting.to_dict(), "seed": seed,
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config_dict.items() if k in fields_},
             "data": data.provenance.get("used_sizes")}
 
 

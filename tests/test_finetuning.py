@@ -171,7 +171,7 @@ def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_r
     monkeypatch.setattr(ft, "evaluate_split", spy)
     settings = [ft.Setting("majority", baseline="majority"), ft.Setting("backbone"),
                 ft.Setting("+F", {"factual": adapter_dirs["F"]})]
-    cfg = config(cache_root, epochs=3, patience=None, learning_rate=3e-3)
+    cfg = config(cache_root, epochs=3, patience=None, learning_rates=(3e-3,))
     results = ft.run_finetuning(data, settings, [0, 1], cfg, tmp_path, backbone, tokenizer)
 
     # 4 trained runs x (3 dev evaluations, then 1 test evaluation); the majority baseline trains nothing.
@@ -195,6 +195,14 @@ def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_r
     calls.clear()  # a rerun of the same configuration reuses the finished runs
     again = ft.run_finetuning(data, settings, [0, 1], cfg, tmp_path, backbone, tokenizer)
     assert calls == [] and again["summary"] == results["summary"]
+    # ... also when only settings of another kind would see a change (the trained-adapter rate)
+    again = ft.run_finetuning(data, settings, [0, 1], config(cache_root, epochs=3, patience=None,
+                                                              learning_rates=(3e-3,), adapter_learning_rate=0.1,
+                                                              trained_epochs=7), tmp_path, backbone, tokenizer)
+    assert calls == []
+    changed = config(cache_root, epochs=3, patience=None, learning_rates=(1e-2,))  # but not after a real change
+    ft.run_finetuning(data, settings[:2], [0], changed, tmp_path, backbone, tokenizer)
+    assert [split for split, _ in calls] == ["dev"] * 3 + ["test"]
 
 
 def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
