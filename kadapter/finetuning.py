@@ -1012,7 +1012,7 @@ def knowledge_verdicts(results: Mapping, split: str = "test") -> list[str]:
 
     def sentence(c: dict, what: str) -> str:
         if c["beyond_spread"]:
-            verdict = "helps" if c["difference"] > 0 else "hurts"
+            verdict = "helps" if c["difference"] > 0 else f"no — {c['b']} is better"
         else:
             verdict = "no evidence either way (within the seed spread)"
         return (f"{c['a']} vs {c['b']}: {c['difference']:+.2f} points {split} {metric} "

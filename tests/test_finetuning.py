@@ -335,6 +335,8 @@ def test_knowledge_verdicts_by_hand():
     assert "+F vs +F (w/o knowledge, frozen): +16.00" in lines[1] and "knowledge rather than capacity" in lines[1]
     dev = ft.knowledge_verdicts(results, split="dev")
     assert "no evidence either way" in dev[1]
+    results["summary"][1]["test_mean"] = 0.9  # backbone far above +F: the sentence says which is better
+    assert ft.knowledge_verdicts(results)[0].endswith("no — backbone is better.")
 
 
 # ------------------------------------------------------------------------------------------------- notebook
