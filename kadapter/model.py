@@ -125,6 +125,9 @@ class KAdapterModel(nn.Module):
         super().train(mode)
         if not self.backbone_trainable:
             self.backbone.eval()  # the backbone is frozen: its dropout stays off
+        for adapter in self.adapters.values():
+            if not any(p.requires_grad for p in adapter.parameters()):
+                adapter.eval()  # so does a frozen adapter's: it is a fixed feature extractor, as the backbone
         return self
 
     def backbone_features(

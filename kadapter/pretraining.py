@@ -37,6 +37,11 @@ from .training import TrainConfig, Trainer, trainable_state
 BASELINE = "no_adapter"  # the name under which the head-on-backbone-alone baseline is reported
 
 
+def random_twin_name(adapter: str) -> str:
+    """The name of an adapter's "w/o knowledge" control in pre-training (see ``pretrain_adapters``)."""
+    return f"{adapter}_random_frozen"
+
+
 # -------------------------------------------------------------------------------------------------------- tasks
 class FactualTask:
     """Relation classification from the fused features at the subject/object markers."""
@@ -253,24 +258,40 @@ def _seed_for(seed: int, name: str) -> int:
 
 
 def build_task_models(encoder: KAdapterModel, task, adapters: Mapping[str, AdapterConfig | None],
-                      head_dropout: float, seed: int) -> dict[str, TaskModel]:
-    """One TaskModel per adapter (``None`` = the no-adapter baseline), all sharing the one frozen backbone."""
+                      head_dropout: float, seed: int,
+                      random_twins: Mapping[str, str] | None = None) -> dict[str, TaskModel]:
+    """One TaskModel per adapter (``None`` = the no-adapter baseline), all sharing the one frozen backbone.
+
+    ``random_twins`` (``{twin name: adapter name}``) adds, per named adapter, a model that starts from exactly the
+    same draw (adapter, fusion and head) but whose adapter is frozen there: the "w/o knowledge" control.
+    """
     models = {}
-    for name, config in adapters.items():
-        torch.manual_seed(_seed_for(seed, name))
+    twins = dict(random_twins or {})
+    for name in twins:
+        if name in adapters:
+            raise ValueError(f"random twin {name!r} has the name of an adapter being trained")
+    for name, source in [(n, n) for n in adapters] + list(twins.items()):
+        config = adapters[source]
+        torch.manual_seed(_seed_for(seed, source))  # a twin starts from its adapter's draw
         own = KAdapterModel(encoder.backbone, {name: config} if config is not None else None,
                             tokenizer=encoder.tokenizer)
         models[name] = TaskModel(own, task.make_head(encoder.hidden_size, head_dropout))
+        if name in twins:
+            own.adapters[name].requires_grad_(False)
     return models
 
 
 def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, AdapterConfig | None],
                       config: PretrainConfig, *, encoder: KAdapterModel | None = None,
-                      data_report: dict | None = None, step_hook=None) -> dict:
+                      data_report: dict | None = None, random_twins: Sequence[str] = (), step_hook=None) -> dict:
     """Pre-train adapters of one kind (``"factual"`` / ``"linguistic"``) on ``data`` (train/dev records).
 
     ``adapters``: ``{name: AdapterConfig}``; a ``None`` config trains the same head on the backbone alone (the
-    no-adapter baseline). All of them see the same batches, from one backbone pass. Writes, under
+    no-adapter baseline). ``random_twins``: adapter names that also get a "w/o knowledge" control, reported as
+    ``random_twin_name(name)``: the same architecture and the same initial weights as the adapter (the draw its
+    training starts from), kept frozen while its fusion and head train — what the adapter's extra features are
+    worth before any knowledge is trained into them. All of them see the same batches, from one backbone pass.
+    Writes, under
     ``config.output_dir``: ``adapters/<name>/`` (adapter directories), ``task_models/<name>.safetensors`` (adapter, fusion and head
     weights),
     ``train/metrics.jsonl`` and ``results.json``; returns the results.
@@ -285,6 +306,11 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(device)
     task = make_task(kind, data)
+    for name in random_twins:
+        if adapters.get(name) is None:
+            raise ValueError(f"random_twins names {name!r}, which is not one of the adapters being trained "
+                             f"({', '.join(n for n, c in adapters.items() if c is not None) or 'none'})")
+    twins = {random_twin_name(n): n for n in random_twins}
     resolved = {n: (c.resolved(encoder.identity.num_hidden_layers) if c is not None else None)
                 for n, c in adapters.items()}
     taps = sorted({t for c in resolved.values() if c is not None for t in c.tap_layers})
@@ -300,7 +326,8 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
               for s in ("train", "dev")}
     timings["cache_s"] = time.perf_counter() - t
 
-    models = build_task_models(encoder, task, resolved, config.head_dropout, config.seed)
+    models = build_task_models(encoder, task, resolved, config.head_dropout, config.seed, twins)
+    resolved.update({twin: resolved[source] for twin, source in twins.items()})
     evaluators = {name: make_evaluator(task, splits["dev"], 2 * config.batch_size) for name in models}
     shared = None if config.use_cache or len(models) == 1 else SharedBackbonePass(encoder.backbone, taps)
     trainer = Trainer(models, splits["train"].dataset, config.train_config(task.metric),
@@ -327,11 +354,13 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
         best = next((h for h in run["history"] if h["epoch"] == run["best_epoch"]), None)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         entry = {"adapter": resolved[name].to_dict() if resolved[name] is not None else None,
-                 "trainable_parameters": params, "seed": _seed_for(config.seed, name),
+                 "trainable_parameters": params, "seed": _seed_for(config.seed, twins.get(name, name)),
+                 "knowledge": "none (random, frozen)" if name in twins else ("—" if resolved[name] is None
+                                                                           else "trained here"),
                  "best_epoch": run["best_epoch"], "dev": best, "history": run["history"],
                  "stopped_early": run["stopped"]}
         if trainer.is_main:
-            if resolved[name] is not None:
+            if resolved[name] is not None and name not in twins:  # a twin is its adapter's initial draw
                 adapter = model.encoder.adapters[name]
                 entry["adapter_dir"] = str(adapter.save_pretrained(
                     out / "adapters" / name, task=kind, dev_metrics=best, best_epoch=run["best_epoch"]))
@@ -355,6 +384,7 @@ def dev_table(results: dict) -> list[dict]:
     rows = []
     for name, entry in results["models"].items():
         dev = entry["dev"] or {}
-        rows.append({"model": name, "trainable_parameters": entry["trainable_parameters"],
+        rows.append({"model": name, "knowledge": entry.get("knowledge", "—"),
+                     "trainable_parameters": entry["trainable_parameters"],
                      "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"}})
     return rows

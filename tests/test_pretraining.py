@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import DatasetDict
+from safetensors.torch import load_file
 
 from kadapter import AdapterConfig, KAdapterModel, KnowledgeAdapter
 from kadapter.pretraining import (BASELINE, FactualTask, PretrainConfig, build_task_models, dev_table,
-                                  pretrain_adapters)
+                                  pretrain_adapters, random_twin_name)
 from kadapter.training import trainable_state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +165,37 @@ def test_gradients_stay_isolated_between_adapters(encoder, factual_data):
     torch.testing.assert_close(trainable_state(again["a"])[key], a[key], rtol=0, atol=0)
 
 
+def test_random_twin_starts_from_the_adapters_draw_and_stays_frozen(encoder, cache_root, tmp_path, factual_data):
+    """The pre-training "w/o knowledge" control: same architecture and initial weights as the adapter, never
+    updated, while its fusion and head train on the same batches."""
+    task = FactualTask.from_data(factual_data)
+    twin = random_twin_name("f")
+    start = build_task_models(encoder, task, {"f": tiny()}, 0.1, seed=42, random_twins={twin: "f"})
+    a, b = start["f"].state_dict(), start[twin].state_dict()
+    for key, value in a.items():
+        torch.testing.assert_close(b[key.replace(".f.", f".{twin}.")], value, rtol=0, atol=0, msg=key)
+    start[twin].train()
+    assert not start[twin].encoder.adapters[twin].training  # frozen: no dropout, like the backbone
+    assert start["f"].encoder.adapters["f"].training
+
+    results = pretrain_adapters("factual", factual_data, {"f": tiny(), BASELINE: None},
+                                config(tmp_path, cache_root, epochs=2), encoder=encoder, random_twins=["f"])
+    models = results["models"]
+    assert set(models) == {"f", BASELINE, twin} and models[twin]["knowledge"] == "none (random, frozen)"
+    assert models[twin]["seed"] == models["f"]["seed"]
+    # trainable: fusion + head only, i.e. the adapter's model minus the adapter's own parameters
+    adapter_params = sum(p.numel() for p in start["f"].encoder.adapters["f"].parameters())
+    assert models[twin]["trainable_parameters"] == models["f"]["trainable_parameters"] - adapter_params
+    assert not (tmp_path / "adapters" / twin).exists()  # a random draw is not a knowledge adapter
+    trained = load_file(str(tmp_path / "task_models" / f"{twin}.safetensors"))
+    assert not any(k.startswith(f"encoder.adapters.{twin}.") for k in trained)  # stayed at its draw, not saved
+    head_keys = [k for k in trained if k.startswith("head.")]
+    assert head_keys and any(not torch.equal(trained[k], b[k]) for k in head_keys)  # the head did train
+    with pytest.raises(ValueError, match="random_twins names 'g', which is not one of the adapters being trained"):
+        pretrain_adapters("factual", factual_data, {"f": tiny()}, config(tmp_path, cache_root), encoder=encoder,
+                          random_twins=["g"])
+
+
 def test_bad_configurations_fail_clearly(encoder, cache_root, tmp_path, factual_data):
     with pytest.raises(ValueError, match=r"tap layer\(s\) \[9\] out of range: the backbone has 6 blocks"):
         pretrain_adapters("factual", factual_data, {"deep": tiny(tap_layers=(0, 9))},
@@ -192,6 +224,7 @@ def test_notebook_smoke_run(tmp_path):
                         adapter_transformer_layers=1, epochs=1, batch_size=16, cache_dir=str(tmp_path / "cache"),
                         device="cpu", output_dir=str(out)))
     summary = json.loads((out / "results.json").read_text())
-    assert set(summary["linguistic"]["dev"]) == {"linguistic", BASELINE}
+    assert set(summary["linguistic"]["dev"]) == {"linguistic", BASELINE, random_twin_name("linguistic")}
+    assert summary["linguistic"]["dev"][random_twin_name("linguistic")]["knowledge"] == "none (random, frozen)"
     assert (out / "linguistic" / "adapters" / "linguistic" / "adapter.safetensors").is_file()
     assert (out / "loss.html").is_file() and (out / "dev_metric.html").is_file()
