@@ -134,7 +134,7 @@ def encode_relation_dataset(dataset: Dataset, tokenizer, max_length: int = 128,
     tok = words_tokenizer(tokenizer)
     encoded = dataset.map(lambda r: encode_relation(r, tok, max_length, label2id),
                           remove_columns=dataset.column_names, desc="encode relations",
-                          new_fingerprint=_fingerprint(dataset, "relation", tok, max_length, label2id))
+                          new_fingerprint=encoding_fingerprint(dataset, "relation", tok, max_length, label2id))
     stats = EncodingStats(examples=len(encoded), truncated=int(sum(encoded["truncated"])))
     if label2id is not None:
         stats.label_counts = dict(sorted(_count(dataset["relation"]).items()))
@@ -232,7 +232,7 @@ def encode_dependency_dataset(dataset: Dataset, tokenizer, max_length: int = 128
                 "truncated": [min(s, default=0) < 0 for s in enc["word_starts"]]}
 
     encoded = dataset.map(batch_fn, batched=True, remove_columns=dataset.column_names, desc="encode heads",
-                          new_fingerprint=_fingerprint(dataset, "dependency", tok, max_length, None))
+                          new_fingerprint=encoding_fingerprint(dataset, "dependency", tok, max_length, None))
     stats = EncodingStats(examples=len(encoded), truncated=int(sum(encoded["truncated"])),
                           dropped_labels=int(sum(encoded["n_dropped_labels"])))
     return encoded, stats
@@ -306,7 +306,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
-def _fingerprint(dataset: Dataset, task: str, tokenizer, max_length: int, label2id) -> str:
+def encoding_fingerprint(dataset: Dataset, task: str, tokenizer, max_length: int, label2id) -> str:
+    """The `datasets` fingerprint of an encoded dataset: what it was encoded from (the source dataset's own
+    fingerprint), for which task, with which tokenizer, length and labels — so a changed input is re-encoded."""
     import hashlib
     import json
 

@@ -39,8 +39,8 @@ from .backbone import BackboneFeatures, backbone_identity, load_backbone
 from .cache import FeatureCache
 from .baselines import MajorityBaseline, as_label_set
 from .config import AdapterConfig, FusionConfig
-from .encoding import (EncodingStats, _fingerprint, encode_entity_typing, encode_multiple_choice,
-                       encode_relation_dataset)
+from .encoding import (EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset,
+                       encoding_fingerprint)
 from .fusion import Fusion
 from .heads import EntityTypingHead, MultipleChoiceHead, RelationClassificationHead
 from .metrics import (accuracy, classification_metrics, entity_typing_metrics, logits_to_label_sets, mean_std,
@@ -205,14 +205,16 @@ def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[Datas
             enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
                                                         "entity_pos"),
                               remove_columns=records.column_names, desc="encode entity typing",
-                              new_fingerprint=_fingerprint(records, "entity_typing", tokenizer, max_length, label2id))
+                              new_fingerprint=encoding_fingerprint(records, "entity_typing", tokenizer, max_length,
+                                                                   label2id))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
                                label_counts=dict(sorted(Counter(t for ls in records["labels"] for t in ls).items())))
         else:
             enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
                                                                max_length, r["label"]),
                               remove_columns=records.column_names, desc="encode multiple choice",
-                              new_fingerprint=_fingerprint(records, "multiple_choice", tokenizer, max_length, None))
+                              new_fingerprint=encoding_fingerprint(records, "multiple_choice", tokenizer, max_length,
+                                                                   None))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
                                label_counts=dict(sorted(Counter(records["label"]).items())))
         encoded[split], stats[split] = enc, st.to_dict()
