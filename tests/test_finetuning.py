@@ -157,9 +157,8 @@ def test_pooled_shortcut_equals_the_full_model(minilm, adapter_dirs, cache_root,
 
 
 # ------------------------------------------------------------------------------------------------ selection
-def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_root, tmp_path, monkeypatch):
-    backbone, tokenizer = minilm
-    data = ft.load_task("openentity", limits=SMALL)
+def spy_on_evaluations(monkeypatch) -> list[tuple[str, dict]]:
+    """Every (split, metrics) that fine-tuning evaluates, in order, appended to the returned list as it runs."""
     calls = []
     real = ft.evaluate_split
 
@@ -169,6 +168,13 @@ def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_r
         return metrics, pred
 
     monkeypatch.setattr(ft, "evaluate_split", spy)
+    return calls
+
+
+def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_root, tmp_path, monkeypatch):
+    backbone, tokenizer = minilm
+    data = ft.load_task("openentity", limits=SMALL)
+    calls = spy_on_evaluations(monkeypatch)
     settings = [ft.Setting("majority", baseline="majority"), ft.Setting("backbone"),
                 ft.Setting("+F", {"factual": adapter_dirs["F"]})]
     cfg = config(cache_root, epochs=3, patience=None, learning_rates=(3e-3,))
@@ -221,17 +227,10 @@ def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
 def test_learning_rate_grid_is_searched_on_dev_only(minilm, cache_root, tmp_path, monkeypatch):
     backbone, tokenizer = minilm
     data = ft.load_task("openentity", limits=SMALL)
-    calls = []
-    real = ft.evaluate_split
-
-    def spy(model, dataset, collate, data_, split, batch_size=256):
-        metrics, pred = real(model, dataset, collate, data_, split, batch_size)
-        calls.append((split, metrics["micro_f1"]))
-        return metrics, pred
-
-    monkeypatch.setattr(ft, "evaluate_split", spy)
+    recorded = spy_on_evaluations(monkeypatch)
     cfg = config(cache_root, epochs=2, patience=None, learning_rates=(1e-4, 3e-2))
     results = ft.run_finetuning(data, [ft.Setting("backbone")], [0], cfg, tmp_path, backbone, tokenizer)
+    calls = [(split, metrics["micro_f1"]) for split, metrics in recorded]
     assert [split for split, _ in calls] == ["dev"] * 4 + ["test"]  # 2 rates x 2 epochs on dev, then test once
     run = results["runs"][0]
     searched = {entry["learning_rate"]: entry["dev"] for entry in run["learning_rate_search"]}
