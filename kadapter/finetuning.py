@@ -298,7 +298,7 @@ def setting_name(letters: Sequence[str], *, knowledge: bool = True, adapters_tra
 
 def standard_settings(adapter_dirs: Mapping[str, str | Path], *, fusion: str = "concat",
                       backbone_trainable: bool = False, combinations: Sequence[str] = ("F", "L", "F+L"),
-                      controls: Sequence[str] = ("F",), trained_controls: Sequence[str] = ("F",),
+                      controls: Sequence[str] = ("F", "F+L"), trained_controls: Sequence[str] = ("F",),
                       majority: bool = True) -> list[Setting]:
     """The comparison of issues 5 and 7 on one task.
 

@@ -44,13 +44,15 @@ def config(cache_root, **overrides):
 def test_standard_settings_names_and_modes(adapter_dirs):
     settings = ft.standard_settings(adapter_dirs)
     assert [s.name for s in settings] == ["majority", "backbone", "+F", "+L", "+F+L", "+F (w/o knowledge, frozen)",
-                                          "+F (w/o knowledge, trained)"]
+                                          "+F+L (w/o knowledge, frozen)", "+F (w/o knowledge, trained)"]
     modes = {s.name: s.mode for s in settings}
     assert modes["majority"] == "baseline" and modes["+F (w/o knowledge, trained)"] == "taps"
-    assert all(modes[n] == "pooled" for n in ("backbone", "+F", "+L", "+F+L", "+F (w/o knowledge, frozen)"))
+    assert all(modes[n] == "pooled" for n in ("backbone", "+F", "+L", "+F+L", "+F (w/o knowledge, frozen)",
+                                              "+F+L (w/o knowledge, frozen)"))
     by_name = {s.name: s for s in settings}
     assert by_name["+F+L"].adapters == {"factual": adapter_dirs["F"], "linguistic": adapter_dirs["L"]}
     assert by_name["+F (w/o knowledge, frozen)"].adapters == by_name["+F"].adapters  # same architecture source
+    assert by_name["+F+L (w/o knowledge, frozen)"].adapters == by_name["+F+L"].adapters
     trained = ft.standard_settings(adapter_dirs, backbone_trainable=True, fusion="add", majority=False,
                                    controls=(), trained_controls=())
     assert [s.name for s in trained] == ["backbone | backbone trained", "+F | add fusion | backbone trained",
@@ -355,7 +357,8 @@ def test_notebook_smoke_run(tmp_path):
     assert set(results["tasks"]) == set(params["tasks"])
     for task, entry in results["tasks"].items():
         names = [row["setting"] for row in entry["summary"]]
-        assert {"majority", "backbone", "+F", "+F+L", "+F (w/o knowledge, frozen)"} <= set(names)
+        assert {"majority", "backbone", "+F", "+F+L", "+F (w/o knowledge, frozen)",
+                "+F+L (w/o knowledge, frozen)"} <= set(names)
         assert entry["adapters_untrained"] is True  # the smoke run's stand-in adapters are labelled as such
         per_task = json.loads((tmp_path / "out" / task / "results.json").read_text())
         assert per_task["adapters_untrained"] is True and per_task["summary"] == entry["summary"]
