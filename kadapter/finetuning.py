@@ -299,13 +299,15 @@ def setting_name(letters: Sequence[str], *, knowledge: bool = True, adapters_tra
 def standard_settings(adapter_dirs: Mapping[str, str | Path], *, fusion: str = "concat",
                       backbone_trainable: bool = False, combinations: Sequence[str] = ("F", "L", "F+L"),
                       controls: Sequence[str] = ("F", "F+L"), trained_controls: Sequence[str] = ("F",),
-                      majority: bool = True) -> list[Setting]:
+                      trained_combinations: Sequence[str] = (), majority: bool = True) -> list[Setting]:
     """The comparison of issues 5 and 7 on one task.
 
     ``adapter_dirs`` maps letters (``F``, ``L``) to saved adapter directories. Rows: ``majority``, ``backbone``,
     each knowledge combination (adapters frozen, as in the paper), then the "w/o knowledge" controls: for each
     combination in ``controls`` the same adapters freshly initialised and frozen, and for each in
-    ``trained_controls`` the same but trained on the task (capacity matched on both sides).
+    ``trained_controls`` the same but trained on the task (capacity matched on both sides). Each combination in
+    ``trained_combinations`` adds a row whose pre-trained adapters are trained on the task too: against the trained
+    control, only the starting point differs (knowledge or a random draw).
     """
     def adapters(combo: str) -> dict[str, str]:
         letters = combo.split("+")
@@ -320,6 +322,9 @@ def standard_settings(adapter_dirs: Mapping[str, str | Path], *, fusion: str = "
                             backbone_trainable=backbone_trainable))
     for combo in combinations:
         settings.append(Setting(setting_name(combo.split("+"), **common), adapters(combo), **common))
+    for combo in trained_combinations:
+        settings.append(Setting(setting_name(combo.split("+"), adapters_trainable=True, **common), adapters(combo),
+                                adapters_trainable=True, **common))
     for combo, trained in [(c, False) for c in controls] + [(c, True) for c in trained_controls]:
         settings.append(Setting(setting_name(combo.split("+"), knowledge=False, adapters_trainable=trained,
                                              **common),
@@ -1028,6 +1033,11 @@ def knowledge_verdicts(results: Mapping, split: str = "test") -> list[str]:
             c = compare(results, combo, control, split)
             if c:
                 lines.append(sentence(c, "knowledge rather than capacity"))
+        # Both adapters trained on the task, same capacity: only the starting point (knowledge or a random draw)
+        # differs — the cleanest test of what the pre-trained knowledge is worth.
+        c = compare(results, f"{combo} (adapters trained)", f"{combo} (w/o knowledge, trained)", split)
+        if c:
+            lines.append(sentence(c, "knowledge as the starting point of a trained adapter"))
     return lines
 
 

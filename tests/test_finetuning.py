@@ -58,6 +58,9 @@ def test_standard_settings_names_and_modes(adapter_dirs):
     assert [s.name for s in trained] == ["backbone | backbone trained", "+F | add fusion | backbone trained",
                                          "+L | add fusion | backbone trained", "+F+L | add fusion | backbone trained"]
     assert {s.mode for s in trained} == {"tokens"}
+    knowledge_trained = ft.standard_settings(adapter_dirs, combinations=(), controls=(), trained_combinations=("F",))
+    assert [(s.name, s.knowledge, s.adapters_trainable) for s in knowledge_trained[2:]] == [
+        ("+F (adapters trained)", True, True), ("+F (w/o knowledge, trained)", False, True)]
     with pytest.raises(ValueError, match="no adapter directory"):
         ft.standard_settings({"F": adapter_dirs["F"]})
     with pytest.raises(ValueError, match="fusion mode"):
@@ -338,6 +341,15 @@ def test_knowledge_verdicts_by_hand():
     assert "no evidence either way" in dev[1]
     results["summary"][1]["test_mean"] = 0.9  # backbone far above +F: the sentence says which is better
     assert ft.knowledge_verdicts(results)[0].endswith("no — backbone is better.")
+    # both adapters trained downstream: knowledge vs a random start, capacity equal
+    both = ["+F (adapters trained)", "+F (w/o knowledge, trained)"]
+    runs = [{"setting": name, "seed": seed, "dev": {"acc": 0.5}, "test": {"acc": acc}}
+            for name, accs in zip(both, [(0.70, 0.72), (0.60, 0.61)]) for seed, acc in enumerate(accs)]
+    trained = {"metric": "acc", "summary": ft.summarize(runs + [{"setting": "+F", "seed": 0, "dev": {"acc": 0.5},
+                                                                "test": {"acc": 0.5}}], "acc", both + ["+F"])}
+    line = ft.knowledge_verdicts(trained)[-1]
+    assert line.startswith("+F (adapters trained) vs +F (w/o knowledge, trained): +10.50 points test acc")
+    assert "knowledge as the starting point of a trained adapter: helps" in line
 
 
 # ------------------------------------------------------------------------------------------------- notebook
