@@ -27,6 +27,7 @@ from torch import nn
 
 from . import metrics as M
 from .backbone import BackboneFeatures, extract_features
+from .baselines import majority, majority_label
 from .cache import CachedCollator, CachedDataset, FeatureCache
 from .config import AdapterConfig
 from .encoding import PadCollator, encode_dependency_dataset, encode_relation_dataset
@@ -75,6 +76,11 @@ class FactualTask:
         out = M.classification_metrics(gold, pred, labels=range(len(self.labels)))
         return {k: out[k] for k in ("accuracy", "micro_f1", "macro_f1", "macro_precision", "macro_recall")}
 
+    def majority_baseline(self, train: Dataset, dev: Dataset) -> dict:
+        """Dev metrics of always answering the training set's most frequent relation."""
+        label = majority_label(train["labels"])
+        return {"prediction": self.labels[label], **self.score([label] * len(dev), list(dev["labels"]))}
+
     def describe(self) -> dict:
         return {"task": self.name, "num_labels": len(self.labels), "labels": self.labels}
 
@@ -106,6 +112,19 @@ class LinguisticTask:
     def score(self, pred: list, gold: list) -> dict:
         out = M.attachment_accuracy(pred, gold)
         return {"uas": out["uas"], "words": out["n"]}
+
+    def majority_baseline(self, train: Dataset, dev: Dataset) -> dict:
+        """Dev UAS of attaching every word at the training set's most frequent head offset (head position minus
+        word position, in sub-tokens; a head outside the sequence becomes the root position 0)."""
+        offsets = [head - i for labels in train["labels"] for i, head in enumerate(labels) if head != IGNORE_INDEX]
+        offset = majority(offsets)
+        pred, gold = [], []
+        for labels in dev["labels"]:
+            for i, head in enumerate(labels):
+                if head != IGNORE_INDEX:
+                    pred.append(i + offset if 0 <= i + offset < len(labels) else 0)
+                    gold.append(head)
+        return {"prediction": f"head offset {offset:+d}", **self.score(pred, gold)}
 
     def describe(self) -> dict:
         return {"task": self.name, "arc_size": self.arc_size}
@@ -347,6 +366,7 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
         "cache": {s: ({"path": str(sp.cache.path), "hit": sp.cache.hit, "bytes": sp.cache.nbytes,
                        "build_s": sp.cache.meta.get("seconds")} if sp.cache else None) for s, sp in splits.items()},
         "steps": summary["steps"], "epochs_run": summary["epochs_run"], "models": {},
+        "baselines": {"majority": task.majority_baseline(encoded["train"][0], encoded["dev"][0])},
     }
     for name, model in models.items():
         model = trainer.unwrapped(name)
@@ -380,11 +400,14 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
 
 
 def dev_table(results: dict) -> list[dict]:
-    """One row per trained model: its dev metrics at the best epoch, for printing next to each other."""
+    """One row per trained model (its dev metrics at the best epoch), then the trivial baselines."""
     rows = []
     for name, entry in results["models"].items():
         dev = entry["dev"] or {}
         rows.append({"model": name, "knowledge": entry.get("knowledge", "—"),
                      "trainable_parameters": entry["trainable_parameters"],
                      "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"}})
+    for name, metrics in results.get("baselines", {}).items():  # trivial baselines: nothing trained
+        rows.append({"model": name, "knowledge": "—", "trainable_parameters": 0, "best_epoch": None,
+                     **{k: v for k, v in metrics.items() if k != "prediction"}})
     return rows

@@ -182,6 +182,7 @@ def test_random_twin_starts_from_the_adapters_draw_and_stays_frozen(encoder, cac
                                 config(tmp_path, cache_root, epochs=2), encoder=encoder, random_twins=["f"])
     models = results["models"]
     assert set(models) == {"f", BASELINE, twin} and models[twin]["knowledge"] == "none (random, frozen)"
+    assert [row["model"] for row in dev_table(results)] == ["f", BASELINE, twin, "majority"]
     assert models[twin]["seed"] == models["f"]["seed"]
     # trainable: fusion + head only, i.e. the adapter's model minus the adapter's own parameters
     adapter_params = sum(p.numel() for p in start["f"].encoder.adapters["f"].parameters())
@@ -194,6 +195,32 @@ def test_random_twin_starts_from_the_adapters_draw_and_stays_frozen(encoder, cac
     with pytest.raises(ValueError, match="random_twins names 'g', which is not one of the adapters being trained"):
         pretrain_adapters("factual", factual_data, {"f": tiny()}, config(tmp_path, cache_root), encoder=encoder,
                           random_twins=["g"])
+
+
+def test_majority_baselines_by_hand(encoder, factual_data, linguistic_data):
+    """The trivial rows of the pre-training table: the majority relation, and the most frequent head offset."""
+    from collections import Counter
+
+    from kadapter.pretraining import LinguisticTask
+
+    task = FactualTask.from_data(factual_data)
+    train, _ = task.encode(factual_data["train"], encoder.tokenizer, 32)
+    dev, _ = task.encode(factual_data["dev"], encoder.tokenizer, 32)
+    top = Counter(factual_data["train"]["relation"]).most_common(1)[0][0]
+    share = sum(r == top for r in factual_data["dev"]["relation"]) / len(factual_data["dev"])
+    got = task.majority_baseline(train, dev)
+    assert got["prediction"] == top and got["accuracy"] == pytest.approx(share) and 0 < share < 1
+
+    task = LinguisticTask()
+    train, _ = task.encode(linguistic_data["train"], encoder.tokenizer, 32)
+    dev, _ = task.encode(linguistic_data["dev"], encoder.tokenizer, 32)
+    offsets = Counter(h - i for ls in train["labels"] for i, h in enumerate(ls) if h != -100)
+    offset = offsets.most_common(1)[0][0]
+    hits = [h == (i + offset if 0 <= i + offset < len(ls) else 0)
+            for ls in dev["labels"] for i, h in enumerate(ls) if h != -100]
+    got = task.majority_baseline(train, dev)
+    assert got["prediction"] == f"head offset {offset:+d}" and got["words"] == len(hits)
+    assert got["uas"] == pytest.approx(sum(hits) / len(hits)) and 0 < got["uas"] < 0.5
 
 
 def test_bad_configurations_fail_clearly(encoder, cache_root, tmp_path, factual_data):
@@ -224,7 +251,7 @@ def test_notebook_smoke_run(tmp_path):
                         adapter_transformer_layers=1, epochs=1, batch_size=16, cache_dir=str(tmp_path / "cache"),
                         device="cpu", output_dir=str(out)))
     summary = json.loads((out / "results.json").read_text())
-    assert set(summary["linguistic"]["dev"]) == {"linguistic", BASELINE, random_twin_name("linguistic")}
+    assert set(summary["linguistic"]["dev"]) == {"linguistic", BASELINE, random_twin_name("linguistic"), "majority"}
     assert summary["linguistic"]["dev"][random_twin_name("linguistic")]["knowledge"] == "none (random, frozen)"
     assert (out / "linguistic" / "adapters" / "linguistic" / "adapter.safetensors").is_file()
     assert (out / "loss.html").is_file() and (out / "dev_metric.html").is_file()
