@@ -277,18 +277,19 @@ def _seed_for(seed: int, name: str) -> int:
 
 
 def build_task_models(encoder: KAdapterModel, task, adapters: Mapping[str, AdapterConfig | None],
-                      head_dropout: float, seed: int,
-                      random_twins: Mapping[str, str] | None = None) -> dict[str, TaskModel]:
+                      head_dropout: float, seed: int, twins: Mapping[str, str] | None = None) -> dict[str, TaskModel]:
     """One TaskModel per adapter (``None`` = the no-adapter baseline), all sharing the one frozen backbone.
 
-    ``random_twins`` (``{twin name: adapter name}``) adds, per named adapter, a model that starts from exactly the
-    same draw (adapter, fusion and head) but whose adapter is frozen there: the "w/o knowledge" control.
+    ``twins`` (``{twin name: adapter name}``) adds, per named adapter, a model that starts from exactly the same
+    draw (adapter, fusion and head) but whose adapter is frozen there: the "w/o knowledge" control.
     """
     models = {}
-    twins = dict(random_twins or {})
-    for name in twins:
+    twins = dict(twins or {})
+    for name, source in twins.items():
         if name in adapters:
             raise ValueError(f"random twin {name!r} has the name of an adapter being trained")
+        if adapters.get(source) is None:
+            raise ValueError(f"random twin {name!r} copies {source!r}, which is not an adapter being trained")
     for name, source in [(n, n) for n in adapters] + list(twins.items()):
         config = adapters[source]
         torch.manual_seed(_seed_for(seed, source))  # a twin starts from its adapter's draw
@@ -310,10 +311,11 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
     ``random_twin_name(name)``: the same architecture and the same initial weights as the adapter (the draw its
     training starts from), kept frozen while its fusion and head train — what the adapter's extra features are
     worth before any knowledge is trained into them. All of them see the same batches, from one backbone pass.
-    Writes, under
-    ``config.output_dir``: ``adapters/<name>/`` (adapter directories), ``task_models/<name>.safetensors`` (adapter, fusion and head
-    weights),
-    ``train/metrics.jsonl`` and ``results.json``; returns the results.
+    ``results["baselines"]["majority"]``: the trivial baseline's dev metrics (nothing trained).
+
+    Writes, under ``config.output_dir``: ``adapters/<name>/`` (adapter directories; not for twins),
+    ``task_models/<name>.safetensors`` (adapter, fusion and head weights), ``train/metrics.jsonl`` and
+    ``results.json``; returns the results.
     """
     if not adapters:
         raise ValueError("name at least one adapter to train (or the no-adapter baseline: {name: None})")

@@ -170,7 +170,9 @@ def test_random_twin_starts_from_the_adapters_draw_and_stays_frozen(encoder, cac
     updated, while its fusion and head train on the same batches."""
     task = FactualTask.from_data(factual_data)
     twin = random_twin_name("f")
-    start = build_task_models(encoder, task, {"f": tiny()}, 0.1, seed=42, random_twins={twin: "f"})
+    start = build_task_models(encoder, task, {"f": tiny()}, 0.1, seed=42, twins={twin: "f"})
+    with pytest.raises(ValueError, match="random twin 'x' copies 'g', which is not an adapter being trained"):
+        build_task_models(encoder, task, {"f": tiny()}, 0.1, seed=42, twins={"x": "g"})
     a, b = start["f"].state_dict(), start[twin].state_dict()
     for key, value in a.items():
         torch.testing.assert_close(b[key.replace(".f.", f".{twin}.")], value, rtol=0, atol=0, msg=key)
