@@ -97,8 +97,8 @@ def test_notebook_05_standalone_trains_its_probes(tmp_path):
         tmp_path / "factual")
     out = tmp_path / "out"
     papermill.execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
-                               parameters={"factual_adapter": str(tmp_path / "factual"), "output_dir": str(out),
-                                           "corpus_sentences": 40, "k": 3, "prompts": ["Ravens can [MASK]."]},
+                               parameters={"backbone": None, "factual_adapter": str(tmp_path / "factual"),
+                                           "output_dir": str(out), "corpus_sentences": 40, "k": 3, "prompts": ["Ravens can [MASK]."]},
                                progress_bar=False)
     results = json.loads((out / "results.json").read_text())
     assert results["widget_matches_library"] is True

@@ -139,14 +139,14 @@ class TiedLMHead(nn.Module):
     """The causal LM's own output layer: logits = h · E^T over the (borrowed, frozen) tied word embeddings, then the
     model's final-logit soft-capping if its config has one. No parameters of its own."""
 
-    def __init__(self, word_embeddings: nn.Embedding, softcap: float | None = None):
+    def __init__(self, word_embeddings: nn.Module, softcap: float | None = None):
         super().__init__()
-        object.__setattr__(self, "_word_embeddings", word_embeddings)  # borrowed, not registered
+        object.__setattr__(self, "_word_embeddings", word_embeddings)  # borrowed (Embedding or Linear), not registered
         self.softcap = softcap
 
     @property
     def vocab_size(self) -> int:
-        return self._word_embeddings.num_embeddings
+        return self._word_embeddings.weight.shape[0]
 
     def decoder(self, token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         embeddings = self._word_embeddings.weight.detach()
@@ -165,12 +165,17 @@ class TiedLMHead(nn.Module):
 
 
 def tied_lm_head(model: KAdapterModel) -> TiedLMHead:
-    """The backbone's own LM head (tied to its input embeddings). Raises for a model whose head is not tied."""
+    """The backbone's own LM head (its output layer, or the input embeddings when tied and not loaded)."""
     config = model.backbone.config
-    if not getattr(config, "tie_word_embeddings", False):
-        raise ValueError(f"{model.identity.name_or_path}: the LM head is not tied to the input embeddings, and only "
-                         "tied heads are supported (the backbone is loaded without its output layer)")
-    return TiedLMHead(model.backbone.get_input_embeddings(), getattr(config, "final_logit_softcapping", None))
+    output = model.backbone.get_output_embeddings()
+    if output is None:
+        if not getattr(config, "tie_word_embeddings", False):
+            raise ValueError(f"{model.identity.name_or_path}: the backbone was loaded without its LM head and the "
+                             "head is not tied to the input embeddings; load it as a causal LM")
+        output = model.backbone.get_input_embeddings()
+    elif getattr(output, "bias", None) is not None:
+        raise ValueError(f"{model.identity.name_or_path}: an LM head with a bias is not supported")
+    return TiedLMHead(output, getattr(config, "final_logit_softcapping", None))
 
 
 class CausalLMProbe(nn.Module):

@@ -21,13 +21,8 @@ from .vocabulary import CandidateVocabulary
 
 
 def is_causal_lm(model: KAdapterModel) -> bool:
-    """True for a decoder-only LM backbone (the backbone-kind object when the model has one, else its config)."""
-    kind = getattr(model, "kind", None)
-    if kind is not None:
-        return bool(getattr(kind, "is_causal", False) or getattr(kind, "name", "") == "causal")
-    config = model.backbone.config
-    return bool(getattr(config, "is_decoder", False)) or any(
-        a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
+    """True for a decoder-only LM backbone (:mod:`kadapter.backbone_kind` decides)."""
+    return bool(model.kind.causal)
 
 
 class MaskedRecipe:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..backbone import BackboneFeatures, config_fingerprint, weights_fingerprint
+from ..backbone import BackboneFeatures
 
 try:
     from ..progress import progress_bar
@@ -31,6 +31,33 @@ except ImportError:  # until kadapter.progress lands
     from tqdm.auto import tqdm as progress_bar
 
 STATES_FORMAT = 1
+# Config entries that do not change what the backbone computes.
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "_model_name_or_path", "transformers_version", "dtype", "torch_dtype",
+                         "architectures", "use_cache", "output_hidden_states", "return_dict", "_commit_hash"}
+
+
+def core_module(backbone):
+    """The module that computes hidden states: a causal LM's base model (without its vocabulary projection)."""
+    return getattr(backbone, "base_model", backbone)
+
+
+@torch.no_grad()
+def core_fingerprint(backbone) -> tuple[str, str]:
+    """(config hash, weights hash) of the backbone's core module: what its hidden states depend on. The weights
+    hash covers every tensor's name, shape and float32 values; it is cached on the module."""
+    core = core_module(backbone)
+    config = {k: v for k, v in core.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cached = getattr(core, "_kadapter_states_fingerprint", None)
+    if cached is None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(core.state_dict().items()):
+            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+            digest.update((tensor.float() if tensor.is_floating_point() else tensor).cpu().contiguous().numpy()
+                          .tobytes())
+        cached = digest.hexdigest()[:16]
+        object.__setattr__(core, "_kadapter_states_fingerprint", cached)
+    return config_hash, cached
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -63,7 +90,7 @@ def causal_forward(backbone, sequences: Sequence[Sequence[int]], pad_id: int, ta
     """One batched forward (left padding, position ids): final states, tap states (batch, width, hidden), mask."""
     device = next(backbone.parameters()).device
     ids, mask, positions = left_pad(sequences, pad_id)
-    out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+    out = core_module(backbone)(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                    output_hidden_states=bool(taps), use_cache=False)
     final = out.last_hidden_state if hasattr(out, "last_hidden_state") else out.hidden_states[-1]
     return final.float().cpu(), {t: out.hidden_states[t].float().cpu() for t in taps}, mask
@@ -73,8 +100,9 @@ def states_key(backbone, sequences: Sequence[Sequence[int]], taps: Sequence[int]
     digest = hashlib.sha256()
     for s in sequences:
         digest.update(np.asarray(s, dtype=np.int64).tobytes() + b"|")
-    return {"format": STATES_FORMAT, "config_fingerprint": config_fingerprint(backbone.config),
-            "weights_fingerprint": weights_fingerprint(backbone), "sequences": len(sequences),
+    config_hash, weights_hash = core_fingerprint(backbone)
+    return {"format": STATES_FORMAT, "config_fingerprint": config_hash, "weights_fingerprint": weights_hash,
+            "sequences": len(sequences),
             "token_ids": digest.hexdigest()[:16], "taps": sorted(int(t) for t in taps)}
 
 
