@@ -25,7 +25,8 @@ from pathlib import Path
 
 import conllu
 from datasets import Dataset
-from tqdm.auto import tqdm
+
+from kadapter.progress import progress_bar
 
 from .paths import data_path
 from .report import DataFormatError, SkipReport
@@ -172,7 +173,8 @@ def parse_texts(texts: Iterable[str], *, ids: Iterable[str] | None = None, nlp=N
             report.skip("empty text", text_id)
     records = []
     docs = nlp.pipe((text for _, text in kept), batch_size=batch_size)
-    for (text_id, _), doc in tqdm(zip(kept, docs), total=len(kept), disable=not show_progress, desc="spaCy"):
+    for (text_id, _), doc in progress_bar(zip(kept, docs), total=len(kept), disable=not show_progress,
+                                          desc=f"spaCy parse: {len(kept)} texts"):
         for k, sentence in enumerate(doc.sents):
             records.append({"id": f"{text_id}-s{k}", "words": [t.text for t in sentence],
                             "heads": _doc_heads(sentence), "deprels": [t.dep_ for t in sentence],
@@ -214,8 +216,8 @@ def parse_words(word_lists: Iterable[Sequence[str]], *, ids: Iterable[str] | Non
     records = []
     pending = list(docs())
     parsed = nlp.pipe((doc for _, doc in pending), batch_size=batch_size)
-    for (text_id, _), doc in tqdm(zip(pending, parsed), total=len(pending), disable=not show_progress,
-                                  desc="spaCy"):
+    for (text_id, _), doc in progress_bar(zip(pending, parsed), total=len(pending), disable=not show_progress,
+                                          desc=f"spaCy parse: {len(pending)} sentences"):
         records.append({"id": text_id, "words": [t.text for t in doc], "heads": _doc_heads(doc),
                         "deprels": [t.dep_ for t in doc], "source": report.source})
         report.keep()
