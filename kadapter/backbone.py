@@ -31,8 +31,11 @@ def default_backbone_path() -> str:
 def load_backbone(name_or_path: str | None = None, **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
     """Load an encoder and its tokenizer by hub name or local path (default: MiniLM)."""
     name_or_path = name_or_path or default_backbone_path()
-    model = AutoModel.from_pretrained(name_or_path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        model = AutoModel.from_pretrained(name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as err:  # the hub's message rarely says which model it could not get
+        raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err
     return model, tokenizer
 
 
