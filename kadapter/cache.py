@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
 from .backbone import BackboneFeatures, config_fingerprint, weights_fingerprint
 from .backbone_kind import kind_of
 from .encoding import PadCollator, tokenizer_fingerprint
+from .progress import progress_bar
 
 CACHE_FORMAT = 1
 META_NAME = "meta.json"
@@ -203,7 +203,8 @@ class FeatureCache:
         inputs = dataset.select_columns(columns)
         collate = PadCollator(pad_token_id=0)  # pad ids are masked out; their value does not matter
         order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
-        for start in tqdm(range(0, len(order), batch_size), desc="backbone features", disable=not progress):
+        for start in progress_bar(range(0, len(order), batch_size), disable=not progress,
+                                  desc=f"backbone features: {len(order)} sequences, taps {list(key['taps'])}"):
             index = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([inputs[int(i)] for i in index]).items()}
             hidden_states, last = (kind or kind_of(model)).run(model, **batch)

@@ -262,13 +262,13 @@ class PretrainConfig:
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes kept in results.json
 
-    def train_config(self, task_metric: str) -> TrainConfig:
+    def train_config(self, task_metric: str, desc: str = "pre-train") -> TrainConfig:
         return TrainConfig(
             output_dir=str(Path(self.output_dir) / "train"), epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
             max_grad_norm=self.max_grad_norm, seed=self.seed, metric=task_metric, greater_is_better=True,
             patience=self.patience, checkpoint_every=self.checkpoint_every, cpu=self.device == "cpu",
-            progress=self.progress)
+            progress=self.progress, desc=desc)
 
 
 def _seed_for(seed: int, name: str) -> int:
@@ -351,7 +351,7 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
     resolved.update({twin: resolved[source] for twin, source in twins.items()})
     evaluators = {name: make_evaluator(task, splits["dev"], 2 * config.batch_size) for name in models}
     shared = None if config.use_cache or len(models) == 1 else SharedBackbonePass(encoder.backbone, taps)
-    trainer = Trainer(models, splits["train"].dataset, config.train_config(task.metric),
+    trainer = Trainer(models, splits["train"].dataset, config.train_config(task.metric, f"pre-train {task.name}"),
                       collate_fn=splits["train"].collate, evaluate=evaluators, batch_transform=shared,
                       step_hook=step_hook)
     t = time.perf_counter()
