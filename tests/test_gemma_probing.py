@@ -45,13 +45,13 @@ def test_gemma_demo_message_for_a_mid_sentence_blank(gemma):
 
 @pytest.mark.notebook
 def test_notebook_05_on_gemma_puts_paris_first(tmp_path):
-    import papermill
+    from kadapter.notebook_run import execute_notebook
 
     out = tmp_path / "out"
-    papermill.execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
-                               parameters={"output_dir": str(out), "corpus_sentences": 0, "k": 5,
-                                           "prompts": ["The capital of France is [MASK].", "Ravens can [MASK]."]},
-                               progress_bar=False, start_timeout=120, execution_timeout=600)
+    execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
+                     parameters={"output_dir": str(out), "corpus_sentences": 0, "k": 5,
+                                 "prompts": ["The capital of France is [MASK].", "Ravens can [MASK]."]},
+                     execution_timeout=600)
     results = json.loads((out / "results.json").read_text())
     assert results["kind"] == "causal_lm" and "gemma-3-270m" in results["backbone"]
     assert results["widget_matches_library"] is True

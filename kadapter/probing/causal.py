@@ -369,6 +369,15 @@ def fact_states(model: KAdapterModel, prompts: Sequence[dict], taps: Sequence[in
                               root=states_root, batch_size=batch_size, desc="LAMA prefix states")
 
 
+def fact_features(model: KAdapterModel, states: CausalStates, rows: Sequence[int], gold_ids: Sequence[int],
+                  adapter_names: Sequence[str] = (), batch_size: int = 256) -> MaskedFeatures:
+    """The sources at the last prefix token of facts ``rows`` of ``states`` (labels: the gold ids)."""
+    rows = list(rows)
+    sources = _gather(model, states, [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)],
+                      list(adapter_names), last_only=True)
+    return MaskedFeatures(sources, torch.tensor(list(gold_ids), dtype=torch.long), torch.arange(len(rows)))
+
+
 def causal_lama_probe(model: KAdapterModel, probes: Mapping[str, CausalLMProbe], facts: Sequence[dict], *,
                       vocabulary: CandidateVocabulary | None = None, batch_size: int = 64,
                       held_out: Mapping | None = None, subsets: Mapping[str, set[str]] | None = None,
@@ -393,9 +402,7 @@ def causal_lama_probe(model: KAdapterModel, probes: Mapping[str, CausalLMProbe],
     needed = sorted({n for p in probes.values() for n in p.adapter_names})
     wanted_taps = sorted(set(taps or []) | set(_taps(model, needed)))
     states = fact_states(model, prompts, wanted_taps, states_root=states_root, batch_size=batch_size)
-    rows = [f["_row"] for f in kept]
-    sources = _gather(model, states, [rows[s:s + 256] for s in range(0, len(rows), 256)], needed, last_only=True)
-    features = MaskedFeatures(sources, torch.tensor([f["gold_id"] for f in kept]), torch.arange(len(kept)))
+    features = fact_features(model, states, [f["_row"] for f in kept], [f["gold_id"] for f in kept], needed)
     kept = [{k: v for k, v in f.items() if k != "_row"} for f in kept]
     result = score_lama(probes, kept, features, vocabulary, tokenizer, selection=selection, held_out=held_out,
                         subsets=subsets, typed=typed)

@@ -143,7 +143,7 @@ def _collect(model: KAdapterModel, sequences: Sequence[Sequence[int]], label_row
     if cache_root is not None:
         from datasets import Dataset
 
-        from .cache import FeatureCache
+        from ..cache import FeatureCache
 
         encoded = Dataset.from_dict({"input_ids": [list(s) for s in sequences],
                                      "attention_mask": [[1] * len(s) for s in sequences]})
