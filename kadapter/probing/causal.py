@@ -387,7 +387,8 @@ def causal_lama_probe(model: KAdapterModel, probes: Mapping[str, CausalLMProbe],
     rule and the relations skipped because their ``[Y]`` is not last, with fact counts).
 
     The backbone's states are computed for every askable fact (whatever the vocabulary) and cached under
-    ``states_root`` with the union of the adapters' taps (or ``taps``), so every variant, seed and later run reads them.
+    ``states_root`` with the taps of every adapter attached to ``model`` (plus ``taps``), so every variant, seed and
+    later call (whichever probes it scores) reads the same states.
     """
     from .ranking import score_lama
     from .vocabulary import candidate_vocabulary, select_facts
@@ -400,7 +401,7 @@ def causal_lama_probe(model: KAdapterModel, probes: Mapping[str, CausalLMProbe],
     if not kept:
         raise ValueError(f"no askable fact has a single-token object among the candidates: {selection['skipped']}")
     needed = sorted({n for p in probes.values() for n in p.adapter_names})
-    wanted_taps = sorted(set(taps or []) | set(_taps(model, needed)))
+    wanted_taps = sorted(set(taps or []) | set(model.tap_layers))  # every attached adapter's: one cache for all
     states = fact_states(model, prompts, wanted_taps, states_root=states_root, batch_size=batch_size)
     features = fact_features(model, states, [f["_row"] for f in kept], [f["gold_id"] for f in kept], needed)
     kept = [{k: v for k, v in f.items() if k != "_row"} for f in kept]
