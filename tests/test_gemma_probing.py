@@ -24,14 +24,18 @@ def test_demo_defaults_to_gemma_and_says_so():
 def test_gemma_own_head_puts_paris_first(gemma):
     import torch
 
-    from kadapter.probing import causal_predict_topk, cloze_prefix, own_head_probe, prefix_ids
+    from kadapter.probing import candidate_vocabulary, causal_predict_topk, cloze_prefix, own_head_probe, prefix_ids
 
-    top = causal_predict_topk(gemma, own_head_probe(gemma), "The capital of France is [MASK].", k=5)
-    assert top[0][0] == "Paris", top
-    ids = prefix_ids(gemma.tokenizer, cloze_prefix("The capital of France is [MASK]."))
+    text = "The capital of France is [MASK]."
+    top = causal_predict_topk(gemma, own_head_probe(gemma), text, k=5, vocabulary=candidate_vocabulary(gemma.tokenizer))
+    assert top[0][0] == "Paris", top  # among LAMA's candidates, as the LAMA probe ranks
+    everything = causal_predict_topk(gemma, own_head_probe(gemma), text, k=3)
+    assert "Paris" in [t for t, _ in everything]  # over the full vocabulary " the" comes first
+    ids = prefix_ids(gemma.tokenizer, cloze_prefix(text))
     with torch.no_grad():
         logits = gemma.backbone(input_ids=torch.tensor([ids])).logits[0, -1]
-    assert gemma.tokenizer.decode([int(logits.argmax())]).strip() == "Paris"  # the same as Gemma's own forward
+    probs = logits.softmax(-1)
+    assert [t for t, _ in everything] == [gemma.tokenizer.decode([int(i)]).strip() for i in probs.topk(3).indices]
 
 
 def test_gemma_demo_message_for_a_mid_sentence_blank(gemma):
