@@ -87,11 +87,15 @@ class KnowledgeAdapter(nn.Module):
         return self.config.tap_layers
 
     def reset_parameters(self) -> None:
-        """Projections with std `init_range` (near-identity start), transformer layers as BERT initialises them."""
+        """Projections with std `init_range` (near-identity start); the transformer layers keep PyTorch's default
+        initialisation, as the official code (its inner encoder is a plain module), unless
+        `transformer_init_range` asks for BERT's N(0, std)."""
         for layer in self.adapter_layers:
             for proj in (layer.down_project, layer.up_project):
                 nn.init.normal_(proj.weight, std=self.config.init_range)
                 nn.init.zeros_(proj.bias)
+            if self.config.transformer_init_range is None:
+                continue
             for module in layer.layers.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=self.config.transformer_init_range)

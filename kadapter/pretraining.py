@@ -268,7 +268,7 @@ class PretrainConfig:
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
             max_grad_norm=self.max_grad_norm, seed=self.seed, metric=task_metric, greater_is_better=True,
             patience=self.patience, checkpoint_every=self.checkpoint_every, cpu=self.device == "cpu",
-            progress=self.progress, desc=desc)
+            progress=self.progress, desc=desc, keep_checkpoints=self.keep_checkpoints)
 
 
 def _seed_for(seed: int, name: str) -> int:
