@@ -349,10 +349,15 @@ def words_tokenizer(tokenizer):
     Byte-level BPE (RoBERTa, GPT-2) marks a word start by the space before it. Fed pre-split words without
     ``add_prefix_space=True``, transformers 5 does not complain: it silently encodes every word as if it were glued
     to the previous one ("disagreed" -> "d", "is", ...), which the pre-trained model never saw. Such a tokenizer is
-    copied with the prefix space switched on; any other tokenizer is returned as it is.
+    copied with the prefix space switched on. A SentencePiece-style tokenizer that marks word starts with "▁" but
+    has no pre-tokenizer adding it (Gemma 3, from transformers 5) glues pre-split words the same way ("was born" ->
+    "wasborn"): it is copied with a Metaspace pre-tokenizer, so every word starts with "▁" as in running text
+    (the first word too, a sentence-initial space). Any other tokenizer is returned as it is.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("encode_heads needs a fast tokenizer (word_ids() comes from the Rust backend)")
+    if _glues_words(tokenizer):
+        return _metaspace_copy(tokenizer)
     if all(part.add_prefix_space for part in _byte_level_parts(tokenizer.backend_tokenizer.pre_tokenizer)):
         return tokenizer
     cached = _WORDS_TOKENIZERS.get(tokenizer)
@@ -363,6 +368,27 @@ def words_tokenizer(tokenizer):
             part.add_prefix_space = True
         cached.backend_tokenizer.pre_tokenizer = pre  # the backend hands out copies: set it back
         cached.add_prefix_space = True
+        _WORDS_TOKENIZERS[tokenizer] = cached
+    return cached
+
+
+def _glues_words(tokenizer) -> bool:
+    """True when pre-split words come out glued together and the normaliser writes spaces as SentencePiece's "▁"."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    if normalizer is None or "\u2581" not in str(normalizer) and "▁" not in str(normalizer):
+        return False
+    split = tokenizer(["the", "cat"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    return split == tokenizer("thecat", add_special_tokens=False)["input_ids"]
+
+
+def _metaspace_copy(tokenizer):
+    from tokenizers import pre_tokenizers
+
+    cached = _WORDS_TOKENIZERS.get(tokenizer)
+    if cached is None:
+        cached = copy.deepcopy(tokenizer)
+        cached.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
+                                                                          split=False)
         _WORDS_TOKENIZERS[tokenizer] = cached
     return cached
 
