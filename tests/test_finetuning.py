@@ -10,6 +10,7 @@ import torch
 from kadapter import AdapterConfig, KnowledgeAdapter, KAdapterModel, load_backbone
 from kadapter import finetuning as ft
 from kadapter.plotting import results_bar_chart
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 
 # Distinct, clearly non-identity adapters (init_range 0.05): swapping two of them would change every output.
 TINY = AdapterConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1,
@@ -363,7 +364,7 @@ def test_knowledge_verdicts_by_hand():
 # ------------------------------------------------------------------------------------------------- notebook
 @pytest.mark.notebook
 def test_notebook_smoke_run(tmp_path):
-    import papermill as pm
+    from kadapter.notebook_run import execute_notebook
 
     from kadapter.pipeline import PROFILES
 
@@ -371,8 +372,8 @@ def test_notebook_smoke_run(tmp_path):
     params = dict(ft.NOTEBOOK_SMOKE_PARAMETERS)
     params.update(output_dir=str(tmp_path / "out"), cache_root=str(tmp_path / "cache"), factual_adapter=None,
                   linguistic_adapter=None)
-    pm.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), parameters=params, progress_bar=False,
-                        cwd=str(notebook.parent))
+    execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), parameters=params,
+                     execution_timeout=NOTEBOOK_CELL_TIMEOUT, cwd=str(notebook.parent))
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["tasks"]) == set(params["tasks"])
     for task, entry in results["tasks"].items():
