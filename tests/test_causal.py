@@ -144,7 +144,7 @@ def test_pooling_reads_the_last_real_token_under_left_and_right_padding():
     hidden = torch.arange(3 * 5, dtype=torch.float)[None, :, None].view(3, 5, 1).expand(3, 5, 4).clone()
     head = MultipleChoiceHead(4, dropout=0.0, pooling="last")
     seen = []
-    head.dense.register_forward_hook(lambda m, args, out: seen.append(args[0][:, 0].tolist()))
+    head.scorer.register_forward_hook(lambda m, args, out: seen.append(args[0][:, 0].tolist()))
     head(hidden, mask_right, num_choices=3)
     assert seen == [[2.0, 9.0, 10.0]]
     MultipleChoiceHead(4, dropout=0.0)(hidden, mask_right, num_choices=3)
