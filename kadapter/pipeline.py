@@ -124,7 +124,8 @@ def _rehearsal_profile(width: str) -> dict[str, dict]:
     for params in profile.values():
         if "backbone" in params:
             params["backbone"] = REHEARSAL_BACKBONE
-        params["device"] = "cpu"
+        if "device" in params:
+            params["device"] = "cpu"
     profile["00_quickstart"]["backbone"] = REHEARSAL_BACKBONE
     profile["01_data_alignment"].update(limit=25, min_examples=20, alignment_docs=40, spacy_sentences=120)
     profile["02_adapter_pretraining"].update(train_examples=48, dev_examples=16)
@@ -181,7 +182,7 @@ def _write_json(path: Path, payload: dict) -> None:
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
 # paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
 # `--cell-timeout` overrides.
-CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600}
+CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60}
 DEFAULT_CELL_TIMEOUT = 24 * 3600
 START_TIMEOUT = 120  # seconds for a kernel to start
 
