@@ -90,15 +90,16 @@ PROFILES: dict[str, dict[str, dict]] = {
             # (The official launchers differ: factual 5e-5 / batch 256, linguistic 2e-5 / batch 128 / length 64.)
             "max_length": 64, "epochs": 5, "batch_size": 128, "learning_rate": 2e-5, "patience": None,
             "kind_overrides": {
-                "factual": {"weight_decay": 0.0},
+                "factual": {"weight_decay": 0.0, "keep_feature_cache": False},
                 "linguistic": {"learning_rate": 1e-5, "batch_size": 256, "epochs": 10, "max_length": 128,
-                               "weight_decay": 0.0}},
+                               "weight_decay": 0.0, "keep_feature_cache": False}},
             "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cuda"},
         "03_finetuning": {
             "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
-            "patience": None, "device": "cuda", "trained_backbone_combinations": ["", "F", "F+L"],
+            "patience": None, "keep_feature_cache": False, "device": "cuda",
+            "trained_backbone_combinations": ["", "F", "F+L"],
             "backbone_learning_rate": 1e-5},
         "04_lama_probing": {
             "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
