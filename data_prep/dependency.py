@@ -25,7 +25,8 @@ from pathlib import Path
 
 import conllu
 from datasets import Dataset
-from tqdm.auto import tqdm
+
+from kadapter.progress import progress_bar
 
 from .paths import data_path
 from .report import DataFormatError, SkipReport, text_lines
@@ -194,7 +195,8 @@ def parse_texts(texts: Iterable[str], *, ids: Iterable[str] | None = None, nlp=N
             report.skip("empty text", text_id)
     records = []
     docs = nlp.pipe((text for _, text in kept), batch_size=batch_size)
-    for (text_id, _), doc in tqdm(zip(kept, docs), total=len(kept), disable=not show_progress, desc="spaCy"):
+    for (text_id, _), doc in progress_bar(zip(kept, docs), total=len(kept), disable=not show_progress,
+                                          desc=f"spaCy parse: {len(kept)} texts"):
         for k, sentence in enumerate(doc.sents):
             records.append({"id": f"{text_id}-s{k}", "words": [t.text for t in sentence],
                             "heads": _doc_heads(sentence), "deprels": [t.dep_ for t in sentence],
@@ -236,8 +238,8 @@ def parse_words(word_lists: Iterable[Sequence[str]], *, ids: Iterable[str] | Non
     records = []
     pending = list(docs())
     parsed = nlp.pipe((doc for _, doc in pending), batch_size=batch_size)
-    for (text_id, _), doc in tqdm(zip(pending, parsed), total=len(pending), disable=not show_progress,
-                                  desc="spaCy"):
+    for (text_id, _), doc in progress_bar(zip(pending, parsed), total=len(pending), disable=not show_progress,
+                                          desc=f"spaCy parse: {len(pending)} sentences"):
         records.append({"id": text_id, "words": [t.text for t in doc], "heads": _doc_heads(doc),
                         "deprels": [t.dep_ for t in doc], "source": report.source})
         report.keep()
@@ -347,10 +349,15 @@ def words_tokenizer(tokenizer):
     Byte-level BPE (RoBERTa, GPT-2) marks a word start by the space before it. Fed pre-split words without
     ``add_prefix_space=True``, transformers 5 does not complain: it silently encodes every word as if it were glued
     to the previous one ("disagreed" -> "d", "is", ...), which the pre-trained model never saw. Such a tokenizer is
-    copied with the prefix space switched on; any other tokenizer is returned as it is.
+    copied with the prefix space switched on. A SentencePiece-style tokenizer that marks word starts with "▁" but
+    has no pre-tokenizer adding it (Gemma 3, from transformers 5) glues pre-split words the same way ("was born" ->
+    "wasborn"): it is copied with a Metaspace pre-tokenizer, so every word starts with "▁" as in running text
+    (the first word too, a sentence-initial space). Any other tokenizer is returned as it is.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("encode_heads needs a fast tokenizer (word_ids() comes from the Rust backend)")
+    if _glues_words(tokenizer):
+        return _metaspace_copy(tokenizer)
     if all(part.add_prefix_space for part in _byte_level_parts(tokenizer.backend_tokenizer.pre_tokenizer)):
         return tokenizer
     cached = _WORDS_TOKENIZERS.get(tokenizer)
@@ -361,6 +368,27 @@ def words_tokenizer(tokenizer):
             part.add_prefix_space = True
         cached.backend_tokenizer.pre_tokenizer = pre  # the backend hands out copies: set it back
         cached.add_prefix_space = True
+        _WORDS_TOKENIZERS[tokenizer] = cached
+    return cached
+
+
+def _glues_words(tokenizer) -> bool:
+    """True when pre-split words come out glued together and the normaliser writes spaces as SentencePiece's "▁"."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    if normalizer is None or "\u2581" not in str(normalizer) and "▁" not in str(normalizer):
+        return False
+    split = tokenizer(["the", "cat"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    return split == tokenizer("thecat", add_special_tokens=False)["input_ids"]
+
+
+def _metaspace_copy(tokenizer):
+    from tokenizers import pre_tokenizers
+
+    cached = _WORDS_TOKENIZERS.get(tokenizer)
+    if cached is None:
+        cached = copy.deepcopy(tokenizer)
+        cached.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
+                                                                          split=False)
         _WORDS_TOKENIZERS[tokenizer] = cached
     return cached
 

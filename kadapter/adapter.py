@@ -50,7 +50,8 @@ class AdapterTransformerLayer(nn.Module):
         return x.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """`key_mask`: boolean (batch, 1, 1, seq), True where a key may be attended to; None attends everywhere."""
+        """`key_mask`: boolean (batch, 1, 1, seq) or (batch, 1, seq, seq), True where a key may be attended to;
+        None attends everywhere."""
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         drop = self.attention_dropout if self.training else 0.0
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=drop)
@@ -79,9 +80,12 @@ class AdapterLayer(nn.Module):
 class KnowledgeAdapter(nn.Module):
     """One kind of knowledge, as a side network over a frozen backbone's hidden states."""
 
-    def __init__(self, config: AdapterConfig, backbone: BackboneIdentity):
+    def __init__(self, config: AdapterConfig, backbone: BackboneIdentity, kind=None):
         super().__init__()
-        self.config = config.resolved(backbone.num_hidden_layers)
+        from .backbone_kind import kind_for_model_type
+
+        kind = kind or kind_for_model_type(backbone.model_type)  # kadapter.backbone_kind
+        self.config = config.resolved(backbone.num_hidden_layers, kind.adapter_defaults())
         self.backbone = backbone
         self.adapter_layers = nn.ModuleList(
             AdapterLayer(self.config, backbone.hidden_size) for _ in self.config.tap_layers
@@ -93,11 +97,15 @@ class KnowledgeAdapter(nn.Module):
         return self.config.tap_layers
 
     def reset_parameters(self) -> None:
-        """Projections with std `init_range` (near-identity start), transformer layers as BERT initialises them."""
+        """Projections with std `init_range` (near-identity start); the transformer layers keep PyTorch's default
+        initialisation, as the official code (its inner encoder is a plain module), unless
+        `transformer_init_range` asks for BERT's N(0, std)."""
         for layer in self.adapter_layers:
             for proj in (layer.down_project, layer.up_project):
                 nn.init.normal_(proj.weight, std=self.config.init_range)
                 nn.init.zeros_(proj.bias)
+            if self.config.transformer_init_range is None:
+                continue
             for module in layer.layers.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=self.config.transformer_init_range)
@@ -108,14 +116,12 @@ class KnowledgeAdapter(nn.Module):
 
     def forward(self, hidden_states: dict[int, torch.Tensor], attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Run every adapter layer bottom-up; returns the last adapter layer's output (batch, seq, backbone hidden)."""
-        key_mask = None
-        if attention_mask is not None and not self.config.faithful_padding:
-            key_mask = attention_mask.bool()[:, None, None, :]
+        key_mask = self.attention_mask(attention_mask, next(iter(hidden_states.values())))
         dtype = self.adapter_layers[0].down_project.weight.dtype
         previous = None
         outputs: list[torch.Tensor] = []
         for count, (tap, layer) in enumerate(zip(self.tap_layers, self.adapter_layers), start=1):
-            x = hidden_states[tap].to(dtype)
+            x = self.read_tap(hidden_states[tap]).to(dtype)
             # The official code sums the tapped hidden state with the previous adapter layer's output.
             x = x if previous is None else x + previous
             previous = layer(x, key_mask)
@@ -124,6 +130,32 @@ class KnowledgeAdapter(nn.Module):
             if interval and count % interval == 0 and count > interval:
                 previous = previous + outputs[count - 1 - interval]
         return previous
+
+    def read_tap(self, state: torch.Tensor) -> torch.Tensor:
+        """A tapped hidden state as the adapter reads it: as is, or (``tap_norm="rms"``) divided by its root mean
+        square over the hidden dimension, computed in float32 (no parameters; padding's zero vectors stay zero)."""
+        if self.config.tap_norm != "rms":
+            return state
+        state = state.float()
+        return state * torch.rsqrt(state.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    def attention_mask(self, attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """Boolean (batch or 1, 1, seq, seq) or (batch, 1, 1, seq): True where a query may attend to a key.
+
+        Keys at padding are hidden (unless ``faithful_padding``); with ``causal`` a query at t only sees keys
+        <= t. Every query may always see itself, so a padded query (under left padding it has no real key at or
+        before it) gets a finite, ignored output instead of NaN that would leak through the values.
+        """
+        key_mask = None
+        if attention_mask is not None and not self.config.faithful_padding:
+            key_mask = attention_mask.bool()[:, None, None, :]
+        if not self.config.causal:
+            return key_mask
+        width = like.shape[1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=like.device).tril()[None, None]
+        if key_mask is None:
+            return causal
+        return (causal & key_mask) | torch.eye(width, dtype=torch.bool, device=like.device)[None, None]
 
     # ----------------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | Path, **metadata) -> Path:

@@ -4,7 +4,9 @@ The backbone is frozen and adapters never write into it, so its hidden states at
 every epoch and for every adapter. ``FeatureCache.build`` computes them once (inference mode, batches sorted by
 length so little is spent on padding) and stores, per example, the tap-layer and last-layer states of the real
 tokens only, as flat memory-mapped ``.npy`` arrays ``(total_tokens, hidden)`` plus per-example lengths and offsets.
-Storage is fp32, fp16 or bf16 (bf16 kept as its raw 16 bits, since numpy has no bfloat16).
+Storage is fp32, fp16 or bf16 (bf16 kept as its raw 16 bits, since numpy has no bfloat16); the default is the
+backbone kind's safe one (``kadapter.backbone_kind``: fp16 on encoders, bf16 on causal LMs, where fp16 is refused
+because their residual stream overflows it).
 
 A cache lives in ``<root>/<key>/`` where the key hashes everything the states depend on: the backbone's weights
 and config fingerprints, the tokenizer, the encoded data (token ids, masks, type ids), ``max_length``, the taps and
@@ -33,10 +35,11 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
 from .backbone import BackboneFeatures, config_fingerprint, weights_fingerprint
+from .backbone_kind import kind_of
 from .encoding import PadCollator, tokenizer_fingerprint
+from .progress import progress_bar
 from .safe_files import DamagedFileError, load_npy, read_json
 
 CACHE_FORMAT = 1
@@ -53,6 +56,11 @@ def default_cache_root() -> Path:
 def _backbone_of(model) -> torch.nn.Module:
     """A ``KAdapterModel`` or a bare Hugging Face encoder."""
     return getattr(model, "backbone", model)
+
+
+def _kind_of(model):
+    """The backbone kind of a ``KAdapterModel`` (its ``kind``) or of a bare Hugging Face model (detected)."""
+    return getattr(model, "kind", None) or kind_of(model)
 
 
 def data_fingerprint(dataset: Dataset) -> str:
@@ -174,15 +182,16 @@ class FeatureCache:
     # -------------------------------------------------------------------------------------------------- build
     @classmethod
     def build(cls, backbone, dataset: Dataset, *, tokenizer, max_length: int, taps: Sequence[int],
-              root: str | Path | None = None, storage_dtype: str = "float16", batch_size: int = 64,
+              root: str | Path | None = None, storage_dtype: str | None = None, batch_size: int = 64,
               device: str | torch.device | None = None, progress: bool = True) -> "FeatureCache":
         """The cache of `dataset` under `backbone`: read from disk if this exact key exists, else computed once.
 
-        `backbone`: a ``KAdapterModel`` or a Hugging Face encoder; `dataset`: encoded examples with ``input_ids``
-        and ``attention_mask`` (unpadded or right-padded), optionally ``token_type_ids``.
+        `backbone`: a ``KAdapterModel`` or a Hugging Face encoder or causal LM; `dataset`: encoded examples with
+        ``input_ids`` and ``attention_mask`` (unpadded or right-padded), optionally ``token_type_ids``.
+        `storage_dtype`: None picks the backbone kind's safe default; float16 on a causal LM is an error.
         """
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
+        kind = _kind_of(backbone)
+        storage_dtype = kind.check_storage_dtype(storage_dtype)
         if len(dataset) == 0:
             raise ValueError("cannot cache features of an empty dataset")
         model = _backbone_of(backbone)
@@ -214,7 +223,7 @@ class FeatureCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            cls._compute(model, dataset, key, tmp, batch_size, device, progress)
+            cls._compute(model, dataset, key, tmp, batch_size, device, progress, kind)
             try:
                 os.rename(tmp, final)
             except OSError:  # another process finished the same cache first: theirs is identical
@@ -226,7 +235,8 @@ class FeatureCache:
 
     @staticmethod
     @torch.inference_mode()
-    def _compute(model, dataset: Dataset, key: dict, directory: Path, batch_size: int, device, progress: bool):
+    def _compute(model, dataset: Dataset, key: dict, directory: Path, batch_size: int, device, progress: bool,
+                 kind=None):
         started = time.perf_counter()
         device = torch.device(device) if device is not None else next(model.parameters()).device
         model_device = next(model.parameters()).device
@@ -244,11 +254,12 @@ class FeatureCache:
         inputs = dataset.select_columns(columns)
         collate = PadCollator(pad_token_id=0)  # pad ids are masked out; their value does not matter
         order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
-        for start in tqdm(range(0, len(order), batch_size), desc="backbone features", disable=not progress):
+        for start in progress_bar(range(0, len(order), batch_size), disable=not progress,
+                                  desc=f"backbone features: {len(order)} sequences, taps {list(key['taps'])}"):
             index = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([inputs[int(i)] for i in index]).items()}
-            out = model(**batch, output_hidden_states=True)
-            states = {**{names[t]: out.hidden_states[t] for t in names}, "last": out.last_hidden_state}
+            hidden_states, last = (kind or kind_of(model)).run(model, **batch)
+            states = {**{names[t]: hidden_states[t] for t in names}, "last": last}
             for name, tensor in states.items():
                 tensor = tensor.to(torch.bfloat16).view(torch.int16) if storage is np.uint16 else tensor
                 values = tensor.cpu().numpy()

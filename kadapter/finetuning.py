@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 from torch import nn
-from tqdm.auto import tqdm
 
 from .adapter import CONFIG_NAME, KnowledgeAdapter
 from .backbone import BackboneFeatures, backbone_identity, load_backbone
@@ -46,6 +45,7 @@ from .heads import EntityTypingHead, MultipleChoiceHead, RelationClassificationH
 from .metrics import (accuracy, classification_metrics, entity_typing_metrics, logits_to_label_sets, mean_std,
                       semeval_official_score, tacred_metrics)
 from .model import KAdapterModel
+from .progress import progress_bar
 from .training import TrainConfig, train
 
 ENTITY_TYPING, RELATION, MULTIPLE_CHOICE = "entity_typing", "relation_classification", "multiple_choice"
@@ -415,8 +415,8 @@ def split_features(backbone, tokenizer, encoded: Dataset, kind: str, adapters: M
     pooled_adapters = {key: torch.zeros(n, n_pos, hidden) for key in adapters}
     device = next(backbone.parameters()).device
     order = np.argsort(cache.lengths, kind="stable")  # similar lengths share a batch: little padding
-    for start in tqdm(range(0, n, batch_size), desc="adapter features", disable=not (progress and adapters),
-                      leave=False):
+    for start in progress_bar(range(0, n, batch_size), desc=f"adapter features: {len(adapters)} frozen adapter(s)",
+                              disable=not (progress and adapters), leave=False):
         rows = order[start:start + batch_size].tolist()
         feats = cache.features(rows).to(device)
         positions = torch.tensor([seq_positions[i] for i in rows], device=device)
@@ -679,6 +679,9 @@ class FineTuneConfig:
     random_adapter_seed: int | None = 0
     cache_root: str | None = None  # the backbone feature cache (None: $KADAPTER_CACHE or ~/.cache/kadapter)
     cache_dtype: str = "float16"
+    # False: delete the task's backbone feature caches once its runs are finished (CosmosQA at length 256 on
+    # RoBERTa-large: ~10 GB); True keeps them for later runs on the same data.
+    keep_feature_cache: bool = True
     device: str = "cpu"
     progress: bool = True
 
@@ -754,6 +757,12 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         **dict(metadata or {}),
     }
     _write_json(output_dir / RESULTS_NAME, results)
+    if not config.keep_feature_cache:
+        import shutil
+
+        for split in features.values():
+            if split.cache is not None:
+                shutil.rmtree(split.cache.path, ignore_errors=True)
     return results
 
 
@@ -876,7 +885,7 @@ def _train(model, splits, setting: Setting, seed: int, lr: float, data: TaskData
         output_dir=str(output_dir), epochs=config.epochs_for(setting), batch_size=config.batch_size,
         learning_rate=lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=seed,
         metric=data.task.metric, patience=config.patience, cpu=config.device == "cpu", progress=config.progress,
-        log_every=50)
+        log_every=50, desc=f"{data.task.name} · {setting.name} · seed {seed} · lr {lr:g}")
 
     def on_dev(m):
         return evaluate_split(m, *splits["dev"], data, "dev", config.eval_batch_size)[0]
