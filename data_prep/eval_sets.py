@@ -19,6 +19,7 @@ for TACRED and SemEval. Each set adds its own fields (TACRED ``subj_type``/``obj
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -30,7 +31,7 @@ from datasets import Dataset, DatasetDict, Features, Sequence as HFSequence, Val
 
 from .paths import data_path
 from .records import RC_FEATURES, rc_dataset, rc_problem, span_problem
-from .report import DataFormatError, SkipReport
+from .report import DataFormatError, SkipReport, read_text, text_lines
 from .text import simple_tokenize, tokenize_tagged  # noqa: F401 (simple_tokenize re-exported)
 
 _INT, _STR = Value("int64"), Value("string")
@@ -110,7 +111,7 @@ class _JsonScanner:
 
     def __init__(self, path: Path):
         self.path = path
-        self.text = path.read_text(encoding="utf-8")
+        self.text = read_text(path)
         self.pos = 0
         self._line_pos, self._line = 0, 1
         self._decoder = json.JSONDecoder()
@@ -170,7 +171,7 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
         yield from scanner.array_items()
         scanner.end()
         return
-    for number, line in enumerate(scanner.text.splitlines(), start=1):
+    for number, line in enumerate(scanner.text.split("\n"), start=1):
         if line.strip():
             try:
                 yield number, json.loads(line)
@@ -186,7 +187,7 @@ def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
 def openentity_types(path: str | Path | None = None) -> list[str]:
     """OpenEntity's 9 general types, from ``tags.txt`` (default: the shared ``ernie_format/tags.txt``)."""
     path = Path(path) if path is not None else data_path("entity_typing_openentity", "ernie_format", "tags.txt")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in text_lines(path) if line.strip()]
 
 
 def read_openentity(path: str | Path, *, label_set: Sequence[str] | None = None,
@@ -294,7 +295,7 @@ def _semeval_tokens(sentence: str) -> tuple[list[str], dict[str, tuple[int, int]
 
 def _semeval_blocks(path: Path) -> Iterator[tuple[int, str, str, int, str]]:
     """(line, id, sentence, label line number, label) from the official 4-line-per-example text format."""
-    lines = path.read_text(encoding="utf-8").replace("\r\n", "\n").split("\n")
+    lines = text_lines(path)
     i = 0
     while i < len(lines):
         if not lines[i].strip():
@@ -313,7 +314,7 @@ def _semeval_blocks(path: Path) -> Iterator[tuple[int, str, str, int, str]]:
 
 def _semeval_keys(path: Path) -> dict[str, tuple[int, str]]:
     keys = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text_lines(path), start=1):
         if line.strip():
             parts = line.split("\t")
             if len(parts) != 2:
@@ -456,7 +457,7 @@ def read_cosmosqa(path: str | Path, *, strict: bool = False) -> tuple[Dataset, S
     report = SkipReport(source=str(path))
     reject = _Rejecter(path, report, strict)
     records = []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle, strict=True)
         line = 1  # the line the next row starts on
         try:

@@ -34,7 +34,7 @@ from .eval_sets import read_fewrel
 from .lama import MASK, check_field, load_relations, load_trex_evidence, load_trex_facts
 from .paths import data_path
 from .records import RC_FEATURES, make_record, rc_dataset
-from .report import DataFormatError, SkipReport
+from .report import DataFormatError, SkipReport, read_text
 from .text import simple_tokenize, surface_key
 
 #: Columns of the pre-training set: the project's relation-classification schema (:mod:`data_prep.records`).
@@ -58,8 +58,7 @@ def relation_names() -> dict[str, str]:
 
 def _read_json(path: Path):
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise DataFormatError(path, error.lineno, None, f"not valid JSON ({error.msg} at column {error.colno})")
 

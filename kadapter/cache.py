@@ -4,12 +4,16 @@ The backbone is frozen and adapters never write into it, so its hidden states at
 every epoch and for every adapter. ``FeatureCache.build`` computes them once (inference mode, batches sorted by
 length so little is spent on padding) and stores, per example, the tap-layer and last-layer states of the real
 tokens only, as flat memory-mapped ``.npy`` arrays ``(total_tokens, hidden)`` plus per-example lengths and offsets.
-Storage is fp32, fp16 or bf16 (bf16 kept as its raw 16 bits, since numpy has no bfloat16).
+Storage is fp32, fp16 or bf16 (bf16 kept as its raw 16 bits, since numpy has no bfloat16); the default is the
+backbone kind's safe one (``kadapter.backbone_kind``: fp16 on encoders, bf16 on causal LMs, where fp16 is refused
+because their residual stream overflows it).
 
 A cache lives in ``<root>/<key>/`` where the key hashes everything the states depend on: the backbone's weights
 and config fingerprints, the tokenizer, the encoded data (token ids, masks, type ids), ``max_length``, the taps and
 the storage dtype. Any change gives a new folder, so a stale cache is never read. A cache is written into a
-temporary folder and renamed into place when complete; an interrupted build leaves nothing that looks finished.
+temporary folder and renamed into place when complete; an interrupted build leaves nothing that looks finished, and
+the next build removes the temporary folders of builds whose process is gone. A damaged cache (a truncated array, a
+missing or broken ``meta.json``) is detected on reading; ``build`` then says so, naming the folder, and rebuilds it.
 
 Reading pads each batch to its longest example with zero vectors; padded positions are masked everywhere
 (adapters' attention, heads), so results equal a live backbone pass up to float rounding. The one exception is an
@@ -20,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,8 +37,10 @@ import torch
 from datasets import Dataset
 
 from .backbone import BackboneFeatures, config_fingerprint, weights_fingerprint
+from .backbone_kind import kind_of
 from .encoding import PadCollator, tokenizer_fingerprint
 from .progress import progress_bar
+from .safe_files import DamagedFileError, load_npy, read_json
 
 CACHE_FORMAT = 1
 META_NAME = "meta.json"
@@ -48,6 +56,11 @@ def default_cache_root() -> Path:
 def _backbone_of(model) -> torch.nn.Module:
     """A ``KAdapterModel`` or a bare Hugging Face encoder."""
     return getattr(model, "backbone", model)
+
+
+def _kind_of(model):
+    """The backbone kind of a ``KAdapterModel`` (its ``kind``) or of a bare Hugging Face model (detected)."""
+    return getattr(model, "kind", None) or kind_of(model)
 
 
 def data_fingerprint(dataset: Dataset) -> str:
@@ -86,6 +99,35 @@ def _digest(key: Mapping) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
+_TMP_NAME = re.compile(r"^\.(?P<key>[0-9a-f]+)\.tmp-(?P<pid>\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_builds(root: str | Path) -> list[Path]:
+    """Delete the temporary folders (``.<key>.tmp-<pid>``) that killed builds left under ``root``; returns them.
+
+    A folder whose process is still running is a build in progress and is left alone."""
+    root = Path(root)
+    removed = []
+    for path in root.glob(".*.tmp-*") if root.is_dir() else ():
+        match = _TMP_NAME.match(path.name)
+        if match and path.is_dir() and int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            warnings.warn(f"removed {path}: the temporary folder of a feature-cache build whose process "
+                          f"({match['pid']}) is gone", stacklevel=3)
+            removed.append(path)
+    return removed
+
+
 def _lengths(dataset: Dataset) -> np.ndarray:
     """Real tokens per example; the attention mask must be a run of ones (right padding or none)."""
     masks = dataset["attention_mask"][:]
@@ -104,14 +146,24 @@ class FeatureCache:
         meta_path = self.path / META_NAME
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} not found: not a complete feature cache")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta["key"]["format"] != CACHE_FORMAT:
-            raise ValueError(f"{self.path}: cache format {self.meta['key']['format']}, expected {CACHE_FORMAT}")
+        self.meta = read_json(meta_path, required=("key", "tokens", "hidden_size"))
+        key = self.meta["key"]
+        if not isinstance(key, dict) or not {"format", "taps"} <= set(key):
+            raise DamagedFileError(meta_path, "field 'key' incomplete: not a feature cache's meta.json")
+        if key["format"] != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: cache format {key['format']}, expected {CACHE_FORMAT}")
         self.hit = hit  # True when build() found it already on disk
-        self.taps: tuple[int, ...] = tuple(self.meta["key"]["taps"])
-        self.lengths = np.load(self.path / "lengths.npy")
+        self.taps: tuple[int, ...] = tuple(key["taps"])
+        self.lengths = load_npy(self.path / "lengths.npy")
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self._arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in self._array_names()}
+        self._arrays = {name: load_npy(self.path / f"{name}.npy", mmap_mode="r") for name in self._array_names()}
+        shape = (int(self.meta["tokens"]), int(self.meta["hidden_size"]))
+        if int(self.offsets[-1]) != shape[0]:
+            raise DamagedFileError(self.path / "lengths.npy", f"{int(self.offsets[-1])} tokens, meta.json says "
+                                                              f"{shape[0]}")
+        for name, array in self._arrays.items():
+            if array.shape != shape:
+                raise DamagedFileError(self.path / f"{name}.npy", f"shape {array.shape}, meta.json says {shape}")
 
     def _array_names(self) -> list[str]:
         return [f"hidden_{t}" for t in self.taps] + ["last"]
@@ -130,15 +182,16 @@ class FeatureCache:
     # -------------------------------------------------------------------------------------------------- build
     @classmethod
     def build(cls, backbone, dataset: Dataset, *, tokenizer, max_length: int, taps: Sequence[int],
-              root: str | Path | None = None, storage_dtype: str = "float16", batch_size: int = 64,
+              root: str | Path | None = None, storage_dtype: str | None = None, batch_size: int = 64,
               device: str | torch.device | None = None, progress: bool = True) -> "FeatureCache":
         """The cache of `dataset` under `backbone`: read from disk if this exact key exists, else computed once.
 
-        `backbone`: a ``KAdapterModel`` or a Hugging Face encoder; `dataset`: encoded examples with ``input_ids``
-        and ``attention_mask`` (unpadded or right-padded), optionally ``token_type_ids``.
+        `backbone`: a ``KAdapterModel`` or a Hugging Face encoder or causal LM; `dataset`: encoded examples with
+        ``input_ids`` and ``attention_mask`` (unpadded or right-padded), optionally ``token_type_ids``.
+        `storage_dtype`: None picks the backbone kind's safe default; float16 on a causal LM is an error.
         """
-        if storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
+        kind = _kind_of(backbone)
+        storage_dtype = kind.check_storage_dtype(storage_dtype)
         if len(dataset) == 0:
             raise ValueError("cannot cache features of an empty dataset")
         model = _backbone_of(backbone)
@@ -153,17 +206,24 @@ class FeatureCache:
             raise ValueError(f"{len(too_long)} example(s) longer than max_length={max_length} (first: {too_long[0]})")
         key = cache_key(model, tokenizer, dataset, max_length, taps, storage_dtype)
         root = Path(root) if root is not None else default_cache_root()
+        remove_stale_builds(root)
         final = root / _digest(key)
-        if (final / META_NAME).is_file():
-            cache = cls(final, hit=True)
-            if cache.key != key:  # a hash collision or a tampered folder: never read it as this data
-                raise ValueError(f"{final} holds a cache of other data (key mismatch)")
-            return cache
+        if final.is_dir():
+            try:
+                cache = cls(final, hit=True)
+            except (DamagedFileError, FileNotFoundError) as err:
+                # a finished cache is renamed into place whole: a part missing or cut short means damage
+                warnings.warn(f"feature cache {final} is damaged ({err}); rebuilding it", stacklevel=2)
+                shutil.rmtree(final, ignore_errors=True)
+            else:
+                if cache.key != key:  # a hash collision or a tampered folder: never read it as this data
+                    raise ValueError(f"{final} holds a cache of other data (key mismatch)")
+                return cache
         tmp = root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            cls._compute(model, dataset, key, tmp, batch_size, device, progress)
+            cls._compute(model, dataset, key, tmp, batch_size, device, progress, kind)
             try:
                 os.rename(tmp, final)
             except OSError:  # another process finished the same cache first: theirs is identical
@@ -175,7 +235,8 @@ class FeatureCache:
 
     @staticmethod
     @torch.inference_mode()
-    def _compute(model, dataset: Dataset, key: dict, directory: Path, batch_size: int, device, progress: bool):
+    def _compute(model, dataset: Dataset, key: dict, directory: Path, batch_size: int, device, progress: bool,
+                 kind=None):
         started = time.perf_counter()
         device = torch.device(device) if device is not None else next(model.parameters()).device
         model_device = next(model.parameters()).device
@@ -197,8 +258,8 @@ class FeatureCache:
                                   desc=f"backbone features: {len(order)} sequences, taps {list(key['taps'])}"):
             index = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([inputs[int(i)] for i in index]).items()}
-            out = model(**batch, output_hidden_states=True)
-            states = {**{names[t]: out.hidden_states[t] for t in names}, "last": out.last_hidden_state}
+            hidden_states, last = (kind or kind_of(model)).run(model, **batch)
+            states = {**{names[t]: hidden_states[t] for t in names}, "last": last}
             for name, tensor in states.items():
                 tensor = tensor.to(torch.bfloat16).view(torch.int16) if storage is np.uint16 else tensor
                 values = tensor.cpu().numpy()
@@ -255,6 +316,13 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.cache)
+
+    def fingerprint(self) -> str:
+        """What these rows hold: the cache's key (backbone, encoded inputs, ...) and the task columns' content."""
+        from .training import data_fingerprint
+
+        rows = data_fingerprint(self.rows) if self.rows is not None else ""
+        return hashlib.sha256(f"{_digest(self.cache.key)}:{rows}".encode()).hexdigest()[:16]
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[int(index)] if self.rows is not None else {}

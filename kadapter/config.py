@@ -41,12 +41,19 @@ class AdapterConfig:
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-5
     init_range: float = 0.0002  # std of the down/up projections (near-identity start)
-    transformer_init_range: float = 0.02  # std of the transformer layers' linear weights, as BERT
+    # None: the transformer layers keep PyTorch's default init, as the official code; a float: BERT's N(0, std)
+    transformer_init_range: float | None = None
     # Every `skip_interval` adapter layers, add the output of the adapter layer `skip_interval` steps back
     # (0 = off, the paper's setting).
     skip_interval: int = 0
     # The official code lets adapter tokens attend to padding. Off by default: we use the real attention mask.
     faithful_padding: bool = False
+    # Set from the backbone's kind when left None (kadapter.backbone_kind), then saved explicitly:
+    # causal=True: position t attends to positions <= t only (over a causal LM, so nothing sees later tokens);
+    # tap_norm="rms": each tapped hidden state is divided by its root mean square (no parameters) before the
+    # adapter reads it, so a residual stream of norm 1e4-1e5 (Gemma) enters at unit scale; "none": as the paper.
+    causal: bool | None = None
+    tap_norm: str | None = None
 
     def __post_init__(self) -> None:
         if self.tap_layers is not None:
@@ -61,9 +68,13 @@ class AdapterConfig:
             )
         if self.skip_interval < 0:
             raise ValueError(f"skip_interval must be >= 0, got {self.skip_interval}")
+        if self.tap_norm not in (None, "none", "rms"):
+            raise ValueError(f"tap_norm must be 'none' or 'rms' (or None: the backbone kind's), got {self.tap_norm!r}")
 
-    def resolved(self, num_hidden_layers: int) -> "AdapterConfig":
-        """This config with its taps fixed and checked against a backbone of `num_hidden_layers` blocks."""
+    def resolved(self, num_hidden_layers: int, kind_defaults: dict | None = None) -> "AdapterConfig":
+        """This config with its taps fixed and checked against a backbone of `num_hidden_layers` blocks, and the
+        fields left None (``causal``, ``tap_norm``) taken from `kind_defaults` (the backbone kind's
+        ``adapter_defaults()``; an encoder's when not given)."""
         taps = self.tap_layers if self.tap_layers is not None else default_tap_layers(num_hidden_layers)
         bad = [t for t in taps if not 0 <= t <= num_hidden_layers]
         if bad:
@@ -71,7 +82,9 @@ class AdapterConfig:
                 f"tap layer(s) {bad} out of range: the backbone has {num_hidden_layers} blocks, "
                 f"so hidden-state indices run from 0 (embeddings) to {num_hidden_layers}"
             )
-        return AdapterConfig(**{**asdict(self), "tap_layers": taps})
+        defaults = {"causal": False, "tap_norm": "none", **(kind_defaults or {})}
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return AdapterConfig(**{**asdict(self), "tap_layers": taps, **unset})
 
     def to_dict(self) -> dict:
         d = asdict(self)

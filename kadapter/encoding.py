@@ -102,12 +102,16 @@ def _label_id(label, label2id: Mapping | None, what: str) -> int | None:
 
 
 # ------------------------------------------------------------------------------------- relation classification
-def encode_relation(record: Mapping, tokenizer, max_length: int = 128, label2id: Mapping | None = None) -> dict:
+def encode_relation(record: Mapping, tokenizer, max_length: int = 128, label2id: Mapping | None = None,
+                    markers: str = "open") -> dict:
     """A relation record (word tokens + end-exclusive subject/object spans) as ``@ subj @ ... # obj #`` ids.
 
     Returns ``input_ids``, ``attention_mask``, ``subj_pos`` / ``obj_pos`` (sub-token positions of the opening
-    ``@`` and ``#``), ``truncated`` and, when ``label2id`` is given, ``labels`` (a relation outside it is an error).
+    ``@`` and ``#``, or with ``markers="close"`` of the closing ones: on a causal backbone only they have seen the
+    entity), ``truncated`` and, when ``label2id`` is given, ``labels`` (a relation outside it is an error).
     """
+    if markers not in ("open", "close"):
+        raise ValueError(f"markers must be 'open' or 'close', got {markers!r}")
     marked, subj_word, obj_word = insert_markers(record["tokens"], record["subj_start"], record["subj_end"],
                                                  record["obj_start"], record["obj_end"])
     subj_close = subj_word + (record["subj_end"] - record["subj_start"]) + 1
@@ -119,22 +123,24 @@ def encode_relation(record: Mapping, tokenizer, max_length: int = 128, label2id:
     spans = [(pos[subj_word][0] - before, pos[subj_close][1] - before),
              (pos[obj_word][0] - before, pos[obj_close][1] - before)]
     ids, where, truncated = _truncate(ids, word_ids, max_length, spans)
+    end = 0 if markers == "open" else 1
     out = {"input_ids": ids, "attention_mask": [1] * len(ids),
-           "subj_pos": where[spans[0][0]], "obj_pos": where[spans[1][0]], "truncated": truncated}
+           "subj_pos": where[spans[0][end]], "obj_pos": where[spans[1][end]], "truncated": truncated}
     if label2id is not None:
         out["labels"] = _label_id(record["relation"], label2id, "relation")
     return out
 
 
 def encode_relation_dataset(dataset: Dataset, tokenizer, max_length: int = 128,
-                            label2id: Mapping | None = None) -> tuple[Dataset, EncodingStats]:
+                            label2id: Mapping | None = None, markers: str = "open") -> tuple[Dataset, EncodingStats]:
     """:func:`encode_relation` over a dataset (``Dataset.map``, so the result is fingerprinted and cached)."""
     if len(dataset) == 0:
         raise ValueError("cannot encode an empty relation dataset")
     tok = words_tokenizer(tokenizer)
-    encoded = dataset.map(lambda r: encode_relation(r, tok, max_length, label2id),
+    task = "relation" if markers == "open" else f"relation-{markers}"
+    encoded = dataset.map(lambda r: encode_relation(r, tok, max_length, label2id, markers),
                           remove_columns=dataset.column_names, desc="encode relations",
-                          new_fingerprint=encoding_fingerprint(dataset, "relation", tok, max_length, label2id))
+                          new_fingerprint=encoding_fingerprint(dataset, task, tok, max_length, label2id))
     stats = EncodingStats(examples=len(encoded), truncated=int(sum(encoded["truncated"])))
     if label2id is not None:
         stats.label_counts = dict(sorted(_count(dataset["relation"]).items()))

@@ -31,3 +31,21 @@ class Fusion(nn.Module):
             return backbone_last + sum(adapter_states[n] for n in names)
         per_adapter = [self.per_adapter[n](torch.cat([backbone_last, adapter_states[n]], dim=-1)) for n in names]
         return self.combine(torch.cat(per_adapter, dim=-1))
+
+    @torch.no_grad()
+    def init_identity(self) -> "Fusion":
+        """Start as the identity on the backbone: ``concat`` weights set so the fused vector equals the backbone's
+        last hidden state whatever the adapters output (per adapter ``[I ; 0]``, then the mean of the k results),
+        so a head trained on the backbone — a causal LM's own LM head — reads it unchanged at step 0 and training
+        moves away from there. (``add`` has no weights: it is the identity only while the adapters output ~0.)"""
+        if self.config.mode != "concat" or not self.config.adapter_names:
+            return self
+        k = len(self.config.adapter_names)
+        for linear in self.per_adapter.values():
+            hidden = linear.out_features
+            linear.weight.zero_()
+            linear.weight[:, :hidden] = torch.eye(hidden)
+            linear.bias.zero_()
+        self.combine.weight.copy_(torch.eye(self.combine.out_features).repeat(1, k) / k)
+        self.combine.bias.zero_()
+        return self

@@ -1,20 +1,21 @@
 """KAdapterModel: a frozen backbone, any number of named knowledge adapters, and their fusion."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
 from . import __version__
 from .adapter import KnowledgeAdapter, load_state_strict
 from .backbone import BackboneFeatures, backbone_identity, extract_features, freeze, load_backbone
+from .backbone_kind import BackboneKind, kind_for_model_type, kind_of
 from .config import AdapterConfig, BackboneIdentity, FusionConfig, write_json
 from .fusion import Fusion
+from .safe_files import load_safetensors, read_json
 
 MODEL_CONFIG_NAME = "kadapter_config.json"
 FUSION_WEIGHTS_NAME = "fusion.safetensors"
@@ -46,11 +47,14 @@ class KAdapterModel(nn.Module):
         fusion: str = "concat",
         tokenizer=None,
         identity: BackboneIdentity | None = None,
+        kind: str | BackboneKind | None = None,
     ):
         super().__init__()
         self.backbone = freeze(backbone)
         self.backbone_trainable = False
-        self.tokenizer = tokenizer
+        # encoder or causal LM (kadapter.backbone_kind): every difference between the two lives in this object
+        self.kind: BackboneKind = kind_of(backbone, kind)
+        self.tokenizer = self.kind.prepare_tokenizer(tokenizer)
         # `identity` is given when the backbone was fine-tuned after the adapters were trained (see from_pretrained).
         self.identity: BackboneIdentity = identity or backbone_identity(backbone)
         self.adapters = nn.ModuleDict()
@@ -64,11 +68,15 @@ class KAdapterModel(nn.Module):
         name_or_path: str | None = None,
         adapters: dict[str, KnowledgeAdapter | AdapterConfig | str | Path] | None = None,
         fusion: str = "concat",
+        kind: str | BackboneKind | None = None,
         **backbone_kwargs,
     ) -> "KAdapterModel":
-        """Load a backbone by hub name or path (default: the real MiniLM) and attach adapters."""
-        backbone, tokenizer = load_backbone(name_or_path, **backbone_kwargs)
-        return cls(backbone, adapters, fusion=fusion, tokenizer=tokenizer)
+        """Load a backbone by hub name, path or alias (default: the real MiniLM) and attach adapters.
+
+        Encoders (BERT, RoBERTa, MiniLM) and causal LMs (``"gemma-3-270m"``, from the optional ``[gemma]``
+        extra; any ``AutoModelForCausalLM`` folder) both work; ``kind`` overrides the detected kind."""
+        backbone, tokenizer = load_backbone(name_or_path, kind=kind, **backbone_kwargs)
+        return cls(backbone, adapters, fusion=fusion, tokenizer=tokenizer, kind=kind)
 
     # ------------------------------------------------------------------------------------------------ adapters
     @property
@@ -89,7 +97,7 @@ class KAdapterModel(nn.Module):
         if name in self.adapters:
             raise ValueError(f"an adapter named {name!r} is already attached")
         if isinstance(adapter, AdapterConfig):
-            adapter = KnowledgeAdapter(adapter, self.identity)
+            adapter = KnowledgeAdapter(adapter, self.identity, kind=self.kind)
         elif isinstance(adapter, (str, Path)):
             adapter = KnowledgeAdapter.from_pretrained(adapter, backbone=self.identity)
         else:
@@ -135,7 +143,8 @@ class KAdapterModel(nn.Module):
     ) -> BackboneFeatures:
         """The backbone's hidden states at every tap in use; without an autograd graph while it is frozen."""
         return extract_features(
-            self.backbone, input_ids, attention_mask, token_type_ids, self.tap_layers, grad=self.backbone_trainable
+            self.backbone, input_ids, attention_mask, token_type_ids, self.tap_layers, grad=self.backbone_trainable,
+            kind=self.kind,
         )
 
     def forward(
@@ -201,7 +210,7 @@ class KAdapterModel(nn.Module):
     ) -> "KAdapterModel":
         """Rebuild a saved model; the backbone defaults to the saved name/path and must match its fingerprint."""
         directory = Path(directory)
-        payload = json.loads((directory / MODEL_CONFIG_NAME).read_text())
+        payload = read_json(directory / MODEL_CONFIG_NAME, required=("backbone", "fusion", "adapters"))
         saved = BackboneIdentity.from_dict(payload["backbone"])
         if payload.get("backbone_fine_tuned"):
             backbone, tokenizer = load_backbone(str(directory / "backbone"))
@@ -221,13 +230,14 @@ class KAdapterModel(nn.Module):
         for name in payload["adapters"]:
             model.add_adapter(name, directory / "adapters" / name)
         weights = directory / FUSION_WEIGHTS_NAME
-        load_state_strict(model.fusion, load_file(str(weights)), weights)
+        load_state_strict(model.fusion, load_safetensors(weights)[0], weights)
         return model
 
 
 def random_backbone(model_type: str = "bert", **overrides) -> PreTrainedModel:
-    """A randomly initialised encoder from a config (no download): for shapes, parameter counts and speed."""
+    """A randomly initialised backbone from a config (no download): for shapes, parameter counts and speed. An
+    encoder type gives ``AutoModel``'s model, a decoder-only type (``"llama"``, ``"gemma3_text"``) a causal LM."""
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type, **overrides)
-    return AutoModel.from_config(config)
+    return kind_for_model_type(model_type).auto_class().from_config(config)

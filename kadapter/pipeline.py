@@ -3,9 +3,12 @@
     python -m kadapter.pipeline --profile smoke            # sized for a 2-core CPU machine
     python -m kadapter.pipeline --profile paper            # the paper's settings: RoBERTa-large on a GPU
     python -m kadapter.pipeline --resume runs/smoke-...    # finish a run that stopped, skipping finished stages
+    python -m kadapter.pipeline --set 00_quickstart.backbone=roberta-base   # override one notebook parameter
 
 A run folder holds each executed notebook, `parameters.json` (what every stage was given), every stage's own output
-folder, and `summary.json` (status, duration and the `results.json` each stage wrote).
+folder, and `summary.json` (profile, overrides, per stage: status, duration, the `results.json` it wrote, or the
+notebook's error: cell, exception type and message, last lines of its traceback). Each notebook runs with a start
+timeout and a per-cell timeout sized to the profile; its progress is printed as it runs.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
+from .notebook_run import NotebookError, check_parameters, execute_notebook
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -79,15 +84,23 @@ PROFILES: dict[str, dict[str, dict]] = {
                               "spacy_sentences": None, "arc_examples": 2},
         "02_adapter_pretraining": {
             "backbone": "roberta-large", "factual_data_dir": FACTUAL_DATA, "train_examples": None,
-            "dev_examples": None, "max_length": 64, "tap_layers": [0, 11, 22], "adapter_hidden_size": 768,
+            "dev_examples": None, "tap_layers": [0, 11, 22], "adapter_hidden_size": 768,
             "adapter_heads": 12, "adapter_intermediate_size": 3072, "adapter_transformer_layers": 2,
-            "epochs": 5, "batch_size": 64, "learning_rate": 5e-5, "cache_dir": FEATURE_CACHE,
-            "storage_dtype": "bfloat16", "device": "cuda"},
+            # The paper's settings per kind [ICLR App. A]: AdamW, no weight decay and no early stopping stated.
+            # (The official launchers differ: factual 5e-5 / batch 256, linguistic 2e-5 / batch 128 / length 64.)
+            "max_length": 64, "epochs": 5, "batch_size": 128, "learning_rate": 2e-5, "patience": None,
+            "kind_overrides": {
+                "factual": {"weight_decay": 0.0, "keep_feature_cache": False},
+                "linguistic": {"learning_rate": 1e-5, "batch_size": 256, "epochs": 10, "max_length": 128,
+                               "weight_decay": 0.0, "keep_feature_cache": False}},
+            "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cuda"},
         "03_finetuning": {
             "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
-            "device": "cuda", "trained_backbone_combinations": ["", "F", "F+L"], "backbone_learning_rate": 1e-5},
+            "patience": None, "keep_feature_cache": False, "device": "cuda",
+            "trained_backbone_combinations": ["", "F", "F+L"],
+            "backbone_learning_rate": 1e-5},
         "04_lama_probing": {
             "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "pretrained_head": True, "corpus_sentences": None, "epochs": 2, "learning_rate": 3e-3, "seeds": [0, 1, 2],
@@ -96,6 +109,49 @@ PROFILES: dict[str, dict[str, dict]] = {
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cuda"},
     },
 }
+
+# The paper profile rehearsed on this machine: every stage, setting and hyper-parameter branch of "paper", on a
+# random-weight RoBERTa written into the run folder as the hub's roberta-large (kadapter.rehearsal) and loaded by
+# path in every stage; data, seeds and epochs cut so it fits a CPU. "rehearsal": RoBERTa-large's width (355M) and
+# the paper adapter (47.25M); "rehearsal-narrow" (CI): 24 layers, hidden 64, the adapter scaled down alike.
+REHEARSAL_BACKBONE = "{run}/backbone"
+REHEARSAL_WIDTHS = {"rehearsal": "full", "rehearsal-narrow": "narrow"}
+
+
+def _rehearsal_profile(width: str) -> dict[str, dict]:
+    import copy
+
+    profile = copy.deepcopy(PROFILES["paper"])
+    for params in profile.values():
+        if "backbone" in params:
+            params["backbone"] = REHEARSAL_BACKBONE
+        if "device" in params:
+            params["device"] = "cpu"
+    profile["00_quickstart"]["backbone"] = REHEARSAL_BACKBONE
+    profile["01_data_alignment"].update(limit=25, min_examples=20, alignment_docs=40, spacy_sentences=120)
+    profile["02_adapter_pretraining"].update(train_examples=48, dev_examples=16)
+    profile["03_finetuning"].update(
+        limits={"openentity": {"train": 12, "dev": 6, "test": 6}, "semeval": {"train": 12, "dev": 6, "test": 6},
+                "cosmosqa": {"train": 4, "dev": 2, "test": 2}},
+        seeds=[0], epochs=2, trained_epochs=1)
+    profile["04_lama_probing"].update(corpus_sentences=40, seeds=[0], relations=["P19", "P36", "P1412"],
+                                      facts_per_relation=10)
+    if width == "narrow":
+        small = {"adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 256}
+        profile["00_quickstart"].update(small)
+        profile["02_adapter_pretraining"].update(small)
+    return profile
+
+
+PROFILES.update({name: _rehearsal_profile(width) for name, width in REHEARSAL_WIDTHS.items()})
+
+
+def prepare_run(profile: str, run_dir: Path) -> None:
+    """What a profile needs before its stages: the rehearsal's stand-in checkpoint (kept when already written)."""
+    if profile in REHEARSAL_WIDTHS:
+        from .rehearsal import write_checkpoint
+
+        write_checkpoint(_fill(REHEARSAL_BACKBONE, run_dir), REHEARSAL_WIDTHS[profile])
 
 
 def _fill(value, run_dir: Path):
@@ -123,46 +179,123 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written summary
 
 
+# How long one notebook cell may run before its stage fails as hung, per profile (seconds). A stage's longest cell
+# (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
+# paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
+# `--cell-timeout` overrides.
+CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60}
+DEFAULT_CELL_TIMEOUT = 24 * 3600
+START_TIMEOUT = 120  # seconds for a kernel to start
+
+
+def cell_timeout(profile: str) -> float:
+    return CELL_TIMEOUTS.get(profile, DEFAULT_CELL_TIMEOUT)
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``"00_quickstart.backbone=roberta-large"`` -> ``("00_quickstart", "backbone", "roberta-large")``; the value
+    is read as JSON when it parses (numbers, lists, null), else kept as a string."""
+    target, sep, raw = text.partition("=")
+    stage, dot, name = target.partition(".")
+    if not sep or not dot or not stage or not name:
+        raise ValueError(f"--set {text!r}: expected STAGE.PARAMETER=VALUE, e.g. 00_quickstart.backbone=roberta-large")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return stage, name, value
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({err}); it cannot be resumed or extended") from None
+
+
 def run_pipeline(
-    profile: str = "smoke",
+    profile: str | None = None,
     run_dir: str | Path | None = None,
     only: list[str] | None = None,
     resume: bool = False,
     kernel_name: str = "python3",
+    overrides: dict[str, dict] | None = None,
+    cell_timeout_s: float | None = None,
 ) -> dict:
-    """Execute the stages; returns the summary (also written to `run_dir/summary.json`)."""
-    import papermill
+    """Execute the stages; returns the summary (also written to `run_dir/summary.json`).
 
+    A run folder belongs to one profile, recorded in its summary: ``resume`` (and a new call on an existing
+    `run_dir`) keeps that profile and the recorded ``overrides`` (``{stage: {parameter: value}}``); asking for
+    another profile is an error. ``resume`` skips finished stages; without it the chosen stages run again and the
+    records of the other stages are kept. ``parameters.json`` records what each stage that ran was given.
+    """
     stages = [s for s in STAGES if not only or s.name in only]
     unknown = set(only or []) - {s.name for s in STAGES}
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
-    run_dir = Path(run_dir or REPO_ROOT / "runs" / f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(overrides or {}) - {s.name for s in STAGES}
+    if unknown:
+        raise ValueError(f"overrides for unknown stage(s) {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
+    if resume and (run_dir is None or not Path(run_dir).is_dir()):
+        raise ValueError(f"cannot resume {run_dir}: no such run folder")
+    if run_dir is None:
+        run_dir = REPO_ROOT / "runs" / f"{profile or 'smoke'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if resume and summary_path.exists() else {}
+    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    if resume and not summary:
+        raise ValueError(f"cannot resume {run_dir}: it holds no summary.json (not a pipeline run folder)")
+    recorded = summary.get("profile")
+    if recorded and profile and profile != recorded:
+        raise ValueError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
+                         f"(leave out --profile, or use a new --run-dir)")
+    profile = recorded or profile or "smoke"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    merged = {stage: dict(values) for stage, values in summary.get("overrides", {}).items()}
+    for stage, values in (overrides or {}).items():
+        merged.setdefault(stage, {}).update(values)
+
+    parameters = {}
+    for stage in stages:
+        params = stage_parameters(profile, stage, run_dir)
+        params.update(_fill(merged.get(stage.name, {}), run_dir))
+        # refuse a misspelt or mistyped parameter now, before any stage runs
+        check_parameters(NOTEBOOKS / stage.notebook, params)
+        parameters[stage.name] = params
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run(profile, run_dir)
     summary.update({"profile": profile, "run_dir": str(run_dir)})
+    if merged:
+        summary["overrides"] = merged
     summary.setdefault("stages", {})
-    parameters = {s.name: stage_parameters(profile, s, run_dir) for s in stages}
-    _write_json(run_dir / "parameters.json", parameters)
+    parameters_path = run_dir / "parameters.json"
+    recorded_parameters = _read_json(parameters_path) if parameters_path.is_file() else {}
+    timeout = cell_timeout_s or cell_timeout(profile)
 
     for stage in stages:
         if resume and summary["stages"].get(stage.name, {}).get("status") == "ok":
             print(f"[pipeline] {stage.name}: already done, skipped")
             continue
         params = parameters[stage.name]
+        recorded_parameters[stage.name] = params  # what runs now; finished stages keep what they ran with
+        _write_json(parameters_path, recorded_parameters)
         Path(params["output_dir"]).mkdir(parents=True, exist_ok=True)
         print(f"[pipeline] {stage.name}: running with {params}", flush=True)
         start = time.perf_counter()
         record = {"notebook": stage.notebook, "executed": str(run_dir / stage.notebook)}
         try:
-            papermill.execute_notebook(
-                str(NOTEBOOKS / stage.notebook), str(run_dir / stage.notebook), parameters=params,
-                kernel_name=kernel_name, cwd=str(NOTEBOOKS), progress_bar=False,
+            execute_notebook(
+                NOTEBOOKS / stage.notebook, run_dir / stage.notebook, parameters=params, kernel_name=kernel_name,
+                cwd=NOTEBOOKS, start_timeout=START_TIMEOUT, execution_timeout=timeout, label=stage.name,
+                log=lambda line: print(line, flush=True), check=False,
             )
             record["status"] = "ok"
-        except Exception as err:  # recorded, then the run stops: later stages depend on this one
-            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000])
+        except NotebookError as err:  # recorded, then the run stops: later stages depend on this one
+            record.update(status="failed", error=str(err)[:4000])
+        except Exception as err:  # noqa: BLE001 - papermill itself failed (e.g. the notebook cannot be read)
+            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:4000])
         record["seconds"] = round(time.perf_counter() - start, 1)
         results = Path(params["output_dir"]) / "results.json"
         if results.exists():
@@ -171,6 +304,7 @@ def run_pipeline(
         _write_json(summary_path, summary)
         print(f"[pipeline] {stage.name}: {record['status']} in {record['seconds']} s", flush=True)
         if record["status"] != "ok":
+            print(f"[pipeline] {stage.name} failed: {record['error']}", file=sys.stderr, flush=True)
             summary["status"] = "failed"
             _write_json(summary_path, summary)
             return summary
@@ -181,13 +315,27 @@ def run_pipeline(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
-    parser.add_argument("--run-dir", help="where to write (default: runs/<profile>-<time>)")
+    parser.add_argument("--profile", choices=sorted(PROFILES),
+                        help="parameter set (default: smoke; a resumed run keeps the profile it was started with)")
+    parser.add_argument("--run-dir", help="where to write (default: runs/<profile>-<time>); an existing run "
+                                          "folder keeps its other stages' records")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run, skipping finished stages")
     parser.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAMETER=VALUE", dest="overrides",
+                        help="override one notebook parameter (VALUE read as JSON when it parses), e.g. "
+                             "--set 00_quickstart.backbone=roberta-base; recorded in the run folder")
+    parser.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                        help="fail a stage whose notebook cell runs longer than this (default: per profile)")
     args = parser.parse_args(argv)
+    if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
+        parser.error("give either --resume RUN_DIR or --run-dir, not both")
     try:
-        summary = run_pipeline(args.profile, args.resume or args.run_dir, args.only, resume=bool(args.resume))
+        overrides: dict[str, dict] = {}
+        for text in args.overrides:
+            stage, name, value = parse_override(text)
+            overrides.setdefault(stage, {})[name] = value
+        summary = run_pipeline(args.profile, args.resume or args.run_dir, args.only, resume=bool(args.resume),
+                               overrides=overrides, cell_timeout_s=args.cell_timeout)
     except ValueError as err:
         parser.error(str(err))
     print(json.dumps({k: v for k, v in summary.items() if k != "stages"}
@@ -196,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = [n for n, s in summary["stages"].items() if s["status"] != "ok"]
         print(f"[pipeline] failed at {failed}; see {summary['run_dir']}/summary.json", file=sys.stderr)
         for name in failed:
-            print(summary["stages"][name].get("error", ""), file=sys.stderr)
+            print(summary["stages"][name].get("error", "").splitlines()[0], file=sys.stderr)
         return 1
     return 0
 

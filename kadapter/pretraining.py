@@ -14,6 +14,7 @@ head) and ``results.json``.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -62,8 +63,10 @@ class FactualTask:
         class: it can only be missed, and macro-F1 says so)."""
         return cls(sorted(set(data["train"]["relation"]) | set(data["dev"]["relation"])))
 
-    def encode(self, dataset: Dataset, tokenizer, max_length: int):
-        return encode_relation_dataset(dataset, tokenizer, max_length, self.label2id)
+    def encode(self, dataset: Dataset, tokenizer, max_length: int, kind=None):
+        """The head reads the markers the backbone kind says (closing ones on a causal LM: they saw the entity)."""
+        markers = kind.relation_markers if kind is not None else "open"
+        return encode_relation_dataset(dataset, tokenizer, max_length, self.label2id, markers=markers)
 
     def make_head(self, hidden_size: int, dropout: float) -> nn.Module:
         return RelationClassificationHead(hidden_size, len(self.labels), dropout)
@@ -98,7 +101,7 @@ class LinguisticTask:
     def from_data(cls, data: DatasetDict, **kwargs) -> "LinguisticTask":
         return cls(**kwargs)
 
-    def encode(self, dataset: Dataset, tokenizer, max_length: int):
+    def encode(self, dataset: Dataset, tokenizer, max_length: int, kind=None):
         return encode_dependency_dataset(dataset, tokenizer, max_length)
 
     def make_head(self, hidden_size: int, dropout: float) -> nn.Module:
@@ -254,11 +257,14 @@ class PretrainConfig:
     seed: int = 42
     patience: int | None = 2
     use_cache: bool = True  # compute the backbone features once (False: the official recipe, a pass per step)
-    storage_dtype: str = "float16"
+    storage_dtype: str | None = None  # None: the backbone kind's safe default (float16 encoders, bfloat16 causal)
     cache_root: str | None = None  # default: $KADAPTER_CACHE or ~/.cache/kadapter/features
     device: str | None = None  # None: a GPU when visible; "cpu" forces the CPU
     checkpoint_every: int = 0
     keep_checkpoints: bool = False
+    # False: delete this run's backbone feature caches when it has finished (the paper's factual cache is ~11 GB;
+    # a rerun then recomputes them). True keeps them for reuse by later runs on the same data.
+    keep_feature_cache: bool = True
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes kept in results.json
 
@@ -268,7 +274,7 @@ class PretrainConfig:
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
             max_grad_norm=self.max_grad_norm, seed=self.seed, metric=task_metric, greater_is_better=True,
             patience=self.patience, checkpoint_every=self.checkpoint_every, cpu=self.device == "cpu",
-            progress=self.progress, desc=desc)
+            progress=self.progress, desc=desc, keep_checkpoints=self.keep_checkpoints)
 
 
 def _seed_for(seed: int, name: str) -> int:
@@ -332,13 +338,14 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
             raise ValueError(f"random_twins names {name!r}, which is not one of the adapters being trained "
                              f"({', '.join(n for n, c in adapters.items() if c is not None) or 'none'})")
     twins = {random_twin_name(n): n for n in random_twins}
-    resolved = {n: (c.resolved(encoder.identity.num_hidden_layers) if c is not None else None)
+    resolved = {n: (c.resolved(encoder.identity.num_hidden_layers, encoder.kind.adapter_defaults()) if c is not None else None)
                 for n, c in adapters.items()}
     taps = sorted({t for c in resolved.values() if c is not None for t in c.tap_layers})
 
     timings = {}
     t = time.perf_counter()
-    encoded = {s: task.encode(data[s], encoder.tokenizer, config.max_length) for s in ("train", "dev")}
+    encoded = {s: task.encode(data[s], encoder.tokenizer, config.max_length, kind=encoder.kind)
+               for s in ("train", "dev")}
     timings["encode_s"] = time.perf_counter() - t
     t = time.perf_counter()
     splits = {s: prepare_split(encoded[s][0], encoder, taps, max_length=config.max_length,
@@ -365,7 +372,9 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
         "data": {**(data_report or {}), "train": len(data["train"]), "dev": len(data["dev"]),
                  "encoding": {s: encoded[s][1].to_dict() for s in encoded}},
         "config": {k: v for k, v in asdict(config).items()},
+        "backbone_kind": encoder.kind.name,
         "cache": {s: ({"path": str(sp.cache.path), "hit": sp.cache.hit, "bytes": sp.cache.nbytes,
+                       "storage_dtype": sp.cache.key["storage_dtype"],
                        "build_s": sp.cache.meta.get("seconds")} if sp.cache else None) for s, sp in splits.items()},
         "steps": summary["steps"], "epochs_run": summary["epochs_run"], "models": {},
         "baselines": {"majority": task.majority_baseline(encoded["train"][0], encoded["dev"][0])},
@@ -398,6 +407,10 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
         if not config.keep_checkpoints:
             for path in (out / "train").glob("*.pt"):
                 path.unlink()
+        if not config.keep_feature_cache:
+            for split in splits.values():
+                if split.cache is not None:
+                    shutil.rmtree(split.cache.path, ignore_errors=True)
     return results
 
 

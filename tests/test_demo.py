@@ -6,12 +6,13 @@ import json
 import os
 import time
 
-import papermill
 import pytest
 import torch
 
 import kadapter.demo as demo_module
 from kadapter import AdapterConfig, KAdapterModel
+from kadapter.notebook_run import execute_notebook
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 from kadapter.demo import CUSTOM, EXAMPLE_PROMPTS, ClozeError, ProbingDemo, check_cloze, result_html
 from kadapter.demo_setup import describe, load_demo_models, newest_probe_set
 from kadapter.plotting import topk_figure
@@ -179,9 +180,8 @@ def run_05(tmp_path, monkeypatch, parameters):
     """Notebook 05 under papermill as the pipeline runs it (plain progress), with timeouts."""
     monkeypatch.setenv("KADAPTER_PROGRESS", "plain")
     executed = tmp_path / "05.ipynb"
-    papermill.execute_notebook("notebooks/05_probing_demo.ipynb", str(executed), cwd="notebooks",
-                               parameters=parameters, progress_bar=False, start_timeout=120,
-                               execution_timeout=600)
+    execute_notebook("notebooks/05_probing_demo.ipynb", str(executed), cwd="notebooks", parameters=parameters,
+                     execution_timeout=NOTEBOOK_CELL_TIMEOUT)
     return executed, json.loads(executed.read_text())
 
 

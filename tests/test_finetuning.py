@@ -10,6 +10,7 @@ import torch
 from kadapter import AdapterConfig, KnowledgeAdapter, KAdapterModel, load_backbone
 from kadapter import finetuning as ft
 from kadapter.plotting import results_bar_chart
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 
 # Distinct, clearly non-identity adapters (init_range 0.05): swapping two of them would change every output.
 TINY = AdapterConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1,
@@ -219,6 +220,7 @@ def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_r
 def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
     backbone, tokenizer = minilm
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    grad_before = [p.requires_grad for p in backbone.parameters()]
     data = ft.load_task("openentity", limits={"train": 4, "dev": 2, "test": 2})
     setting = ft.Setting("backbone | backbone trained", backbone_trainable=True)
     results = ft.run_finetuning(data, [setting], [0], config(cache_root, epochs=1, backbone_learning_rate=1e-3,
@@ -226,7 +228,26 @@ def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
     run = results["runs"][0]
     assert run["trainable_parameters"] == sum(p.numel() for p in backbone.parameters()) + 9 * 384 + 9
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # the shared one is untouched
-    assert not any(p.requires_grad for p in backbone.parameters())
+    assert [p.requires_grad for p in backbone.parameters()] == grad_before  # (it runs alone or after others)
+    # a finished run keeps its record and logs, not the trainer's checkpoint (weights + AdamW state) or best copy
+    kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert not [k for k in kept if k.endswith((".pt", ".bin", ".safetensors"))], kept
+    run_dir = tmp_path / "backbone_backbone_trained" / "seed0"
+    assert {"run.json", "identity.json"} <= {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "trainer_lr0.001" / "metrics.jsonl").is_file()
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 1_000_000
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_feature_caches_are_deleted_after_a_task_unless_kept(minilm, adapter_dirs, tmp_path, keep):
+    backbone, tokenizer = minilm
+    data = ft.load_task("semeval", limits={"train": 6, "dev": 3, "test": 3})
+    root = tmp_path / "cache"
+    settings = [ft.Setting("+F", {"factual": adapter_dirs["F"]})]
+    results = ft.run_finetuning(data, settings, [0], config(str(root), epochs=1, keep_feature_cache=keep),
+                                tmp_path / "out", backbone, tokenizer)
+    caches = [p.parent for p in root.rglob("meta.json")]
+    assert results["runs"][0]["test"] and len(caches) == (3 if keep else 0)  # train, dev, test
 
 
 def test_learning_rate_grid_is_searched_on_dev_only(minilm, cache_root, tmp_path, monkeypatch):
@@ -355,7 +376,7 @@ def test_knowledge_verdicts_by_hand():
 # ------------------------------------------------------------------------------------------------- notebook
 @pytest.mark.notebook
 def test_notebook_smoke_run(tmp_path):
-    import papermill as pm
+    from kadapter.notebook_run import execute_notebook
 
     from kadapter.pipeline import PROFILES
 
@@ -363,8 +384,8 @@ def test_notebook_smoke_run(tmp_path):
     params = dict(ft.NOTEBOOK_SMOKE_PARAMETERS)
     params.update(output_dir=str(tmp_path / "out"), cache_root=str(tmp_path / "cache"), factual_adapter=None,
                   linguistic_adapter=None)
-    pm.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), parameters=params, progress_bar=False,
-                        cwd=str(notebook.parent))
+    execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), parameters=params,
+                     execution_timeout=NOTEBOOK_CELL_TIMEOUT, cwd=str(notebook.parent))
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results["tasks"]) == set(params["tasks"])
     for task, entry in results["tasks"].items():

@@ -7,6 +7,9 @@ import papermill
 import pytest
 from datasets import load_from_disk
 
+from kadapter.notebook_run import execute_notebook
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
+
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_data_alignment.ipynb"
 
 #: The smoke parameters (the pipeline's "smoke" profile uses the same sizes).
@@ -24,8 +27,8 @@ def test_notebook_declares_its_parameters():
 def test_data_alignment_notebook_smoke(tmp_path):
     out = tmp_path / "out"
     executed = tmp_path / "01_data_alignment.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(executed), parameters={"output_dir": str(out), **SMOKE},
-                               cwd=str(NOTEBOOK.parent), progress_bar=False)
+    execute_notebook(str(NOTEBOOK), str(executed), parameters={"output_dir": str(out), **SMOKE},
+                     cwd=str(NOTEBOOK.parent), execution_timeout=NOTEBOOK_CELL_TIMEOUT)
     results = json.loads((out / "results.json").read_text())
 
     aligner = results["aligner"]

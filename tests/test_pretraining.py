@@ -13,6 +13,7 @@ from kadapter import AdapterConfig, KAdapterModel, KnowledgeAdapter
 from kadapter.pretraining import (BASELINE, FactualTask, PretrainConfig, build_task_models, dev_table,
                                   pretrain_adapters, random_twin_name)
 from kadapter.training import trainable_state
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1)
@@ -242,12 +243,12 @@ def test_bad_configurations_fail_clearly(encoder, cache_root, tmp_path, factual_
 
 @pytest.mark.notebook
 def test_notebook_smoke_run(tmp_path):
-    import papermill
+    from kadapter.notebook_run import execute_notebook
 
     out = tmp_path / "run"
-    papermill.execute_notebook(
+    execute_notebook(
         str(ROOT / "notebooks" / "02_adapter_pretraining.ipynb"), str(tmp_path / "executed.ipynb"),
-        cwd=str(ROOT / "notebooks"), progress_bar=False,
+        cwd=str(ROOT / "notebooks"), execution_timeout=NOTEBOOK_CELL_TIMEOUT,
         parameters=dict(adapter_kinds=["linguistic"], train_examples=64, dev_examples=32, max_length=32,
                         adapter_hidden_size=32, adapter_heads=2, adapter_intermediate_size=64,
                         adapter_transformer_layers=1, epochs=1, batch_size=16, cache_dir=str(tmp_path / "cache"),

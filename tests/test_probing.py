@@ -22,6 +22,7 @@ from kadapter.probing import (
 )
 from kadapter.training import TrainConfig
 from tokenizer_fixtures import roberta_bpe_tokenizer
+from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 
 SMALL_ADAPTER = AdapterConfig(hidden_size=64, num_attention_heads=2, intermediate_size=128, num_transformer_layers=1)
 
@@ -439,7 +440,7 @@ def test_predict_topk(minilm):
 # ------------------------------------------------------------------------------------------ notebook 04
 @pytest.mark.notebook
 def test_notebook_04_smoke(tmp_path):
-    import papermill
+    from kadapter.notebook_run import execute_notebook
 
     # The layout kadapter.pretraining writes: <run>/adapters/factual/ and <run>/results.json.
     torch.manual_seed(0)
@@ -449,8 +450,9 @@ def test_notebook_04_smoke(tmp_path):
                    "data": {"holdout": {"probe_facts": 29411, "examples_removed": 7}}}
     (tmp_path / "pretraining" / "results.json").write_text(json.dumps(pretraining))
     out = tmp_path / "out"
-    papermill.execute_notebook(
-        "notebooks/04_lama_probing.ipynb", str(tmp_path / "04.ipynb"), cwd="notebooks", progress_bar=False,
+    execute_notebook(
+        "notebooks/04_lama_probing.ipynb", str(tmp_path / "04.ipynb"), cwd="notebooks",
+        execution_timeout=NOTEBOOK_CELL_TIMEOUT,
         parameters={"factual_adapter": str(adapter_dir), "output_dir": str(out), "corpus_sentences": 60,
                     "seeds": [0, 1], "relations": ["P19", "P36"], "facts_per_relation": 15})
     results = json.loads((out / "results.json").read_text())

