@@ -52,7 +52,7 @@ def adapter_tap_figure(model) -> go.Figure:
         fig.add_trace(trace)
         side = 1 if column > 0 else -1
         for tap in taps:
-            start = side * 0.12  # leave the backbone marker's edge
+            start = side * 0.06  # from the backbone marker's edge
             if abs(column) == 1:
                 fig.add_annotation(x=column, y=tap, ax=start, ay=tap, **_ARROW)
                 continue
