@@ -61,6 +61,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "factual_data_dir": FACTUAL_DATA, "train_examples": 256, "dev_examples": 64, "max_length": 48,
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
+            "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
             "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
