@@ -183,8 +183,11 @@ class LabSession:
         from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(condition)
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:  # an element re-rendered mid-check (widgets redraw) is simply checked again
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.5,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(condition)
         except TimeoutException:
             raise LabError(f"timed out after {timeout:.0f} s waiting for {what}") from None
 

@@ -95,40 +95,45 @@ def test_demo_in_jupyterlab(browser, tmp_path):
         lab.wait(lambda d: in_widget(lab, ".js-plotly-plot"), 60, "the widget's first chart")
         lab.screenshot(OUTPUT / "demo_1_after_run_all.png", widget_area(lab))
         # the static snapshot under the widget is for saved notebooks: hidden while the widget is live
-        snapshots = lab.css(".kadapter-demo-snapshot")
-        assert snapshots and not snapshots[0].is_displayed()
+        assert lab.wait(lambda d: [not e.is_displayed() for e in lab.css(".kadapter-demo-snapshot")], 30,
+                        "the static snapshot")[0]
         # one line per model says what it is
-        about = widget_area(lab).text
+        about = lab.wait(lambda d: widget_area(lab).text, 30, "the widget's text")
         assert "+factual (w/o knowledge): backbone + a 'factual' adapter with random weights" in about
 
         t = time.monotonic()
         submit(lab, CLOZE)
-        lab.wait(lambda d: CLOZE in " ".join(e.text for e in in_widget(lab, ".kadapter-demo-table")), 120,
-                 "the prediction for the typed cloze")
-        lab.wait(lambda d: not any(b.get_attribute("disabled") for b in in_widget(lab, "button")), 60,
-                 "the Predict button to come back")
+
+        def shows_prediction(_):
+            charts = in_widget(lab, ".js-plotly-plot")
+            tables = in_widget(lab, ".kadapter-demo-table tbody tr")
+            buttons = in_widget(lab, "button")
+            if not (charts and tables and CLOZE in charts[0].text):
+                return False
+            if any(b.get_attribute("disabled") for b in buttons):
+                return False  # still busy
+            return {"charts": len(charts), "chart": charts[0].text, "first row": tables[0].text,
+                    "error": bool(in_widget(lab, ".kadapter-demo-error"))}
+
+        shown = lab.wait(shows_prediction, 120, "the chart and table of the typed cloze")
         timings["predict_s"] = round(time.monotonic() - t, 1)
-        charts = in_widget(lab, ".js-plotly-plot")
-        assert len(charts) == 1 and CLOZE in charts[0].text  # the chart is titled with the new sentence
-        table = in_widget(lab, ".kadapter-demo-table")[0]
-        first_row = table.find_elements("css selector", "tbody tr")[0].text
+        assert shown["charts"] == 1 and not shown["error"]  # one chart, titled with the new sentence
         for name, token in expected_top.items():
-            assert token in first_row, (name, token, first_row)  # each model's top answer, shown first
-            assert f"1. {token}" in charts[0].text
-        assert not in_widget(lab, ".kadapter-demo-error")
+            assert token in shown["first row"], (name, token, shown)  # each model's top answer, shown first
+            assert f"1. {token}" in shown["chart"]
         lab.screenshot(OUTPUT / "demo_2_prediction.png", widget_area(lab))
 
         submit(lab, "Paris is the capital of France.", press_button=False)  # no [MASK], Enter
-        lab.wait(lambda d: in_widget(lab, ".kadapter-demo-error"), 60, "the error message")
-        error = in_widget(lab, ".kadapter-demo-error")[0]
-        assert "No blank" in error.text and error.is_displayed()
-        assert "rgb(253, 236, 234)" in error.value_of_css_property("background-color")  # styled, not plain text
+        error = lab.wait(lambda d: [(e.text, e.is_displayed(), e.value_of_css_property("background-color"))
+                                    for e in in_widget(lab, ".kadapter-demo-error")], 60, "the error message")[0]
+        assert "No blank" in error[0] and error[1]
+        assert "253, 236, 234" in error[2]  # styled (red box), not plain black text
         lab.wait(lambda d: not in_widget(lab, ".js-plotly-plot") and not in_widget(lab, ".kadapter-demo-table"),
                  30, "the old chart and table to go")
         lab.screenshot(OUTPUT / "demo_3_bad_input.png", widget_area(lab))
 
         submit(lab, "Dante was born in [mask].")  # lower case: read as [MASK], said so
-        lab.wait(lambda d: in_widget(lab, ".js-plotly-plot"), 120, "the chart after a lower-case [mask]")
-        assert "as [MASK]" in widget_area(lab).text and not in_widget(lab, ".kadapter-demo-error")
+        lab.wait(lambda d: in_widget(lab, ".js-plotly-plot") and "as [MASK]" in widget_area(lab).text
+                 and not in_widget(lab, ".kadapter-demo-error"), 120, "the chart after a lower-case [mask]")
         lab.screenshot(OUTPUT / "demo_4_lowercase_mask.png", widget_area(lab))
     (OUTPUT / "timings.json").write_text(json.dumps({"05_probing_demo (small probe set)": timings}, indent=2) + "\n")
