@@ -22,6 +22,7 @@ CLOZE = "The capital of France is [MASK]."
 
 @pytest.fixture(scope="module")
 def browser():
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e \".[dev]\")")
     chromium, driver = browser_binaries()
     if not (chromium and driver):
         pytest.skip("chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)")
