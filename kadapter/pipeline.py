@@ -241,7 +241,7 @@ def run_pipeline(
         raise ValueError(f"cannot resume {run_dir}: no such run folder")
     if run_dir is None:
         run_dir = REPO_ROOT / "runs" / f"{profile or 'smoke'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     if resume and not summary:
