@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import ipywidgets as widgets
 
 from .model import KAdapterModel
-from .plotting import topk_figure
+from .plotting import format_probability, topk_figure
 from .probing import CandidateVocabulary, MaskedLMProbe, compare_topk
 
 MASK = "[MASK]"
@@ -112,7 +112,7 @@ def result_html(results: Mapping[str, Sequence[tuple[str, float]]], text: str = 
                    'margin-top:2px"></div>')
             strong = ("<b>", "</b>") if rank == 0 else ("", "")
             cells.append(f'<td style="text-align:left;padding:3px 10px;min-width:9em">{strong[0]}'
-                         f"{html.escape(token)}{strong[1]} <span style='color:#555'>{p:.3f}</span>{bar}</td>")
+                         f"{html.escape(token)}{strong[1]} <span style='color:#555'>{format_probability(p)}</span>{bar}</td>")
         rows.append(f'<tr><td style="color:#777;padding:3px 6px">{rank + 1}</td>{"".join(cells)}</tr>')
     caption = f"<p style='margin:4px 0'><b>Top {k} fillers</b> of “{html.escape(text)}”</p>" if text else ""
     legend = ""

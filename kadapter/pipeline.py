@@ -61,6 +61,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "factual_data_dir": FACTUAL_DATA, "train_examples": 256, "dev_examples": 64, "max_length": 48,
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
+            "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
             "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
@@ -240,7 +241,7 @@ def run_pipeline(
         raise ValueError(f"cannot resume {run_dir}: no such run folder")
     if run_dir is None:
         run_dir = REPO_ROOT / "runs" / f"{profile or 'smoke'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(run_dir).resolve()  # the notebooks run in notebooks/: "{run}" paths must be absolute
+    run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
     recorded = summary.get("profile")

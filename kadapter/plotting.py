@@ -52,7 +52,7 @@ def adapter_tap_figure(model) -> go.Figure:
         fig.add_trace(trace)
         side = 1 if column > 0 else -1
         for tap in taps:
-            start = side * 0.12  # leave the backbone marker's edge
+            start = side * 0.06  # from the backbone marker's edge
             if abs(column) == 1:
                 fig.add_annotation(x=column, y=tap, ax=start, ay=tap, **_ARROW)
                 continue
@@ -196,11 +196,11 @@ def topk_figure(predictions: dict, title: str = "", columns: int | None = None) 
         tokens = [f"{rank}. {t} " for rank, (t, _) in enumerate(predictions[name], start=1)][::-1]
         probs = [p for _, p in predictions[name]][::-1]
         fig.add_trace(go.Bar(x=probs, y=tokens, orientation="h", name=name, showlegend=False,
-                             text=[f"{p:.3f}" for p in probs], textposition="outside", cliponaxis=False,
+                             text=[format_probability(p) for p in probs], textposition="outside", cliponaxis=False,
                              textfont=dict(size=12),
                              hovertemplate="%{y}: %{x:.4f}<extra>" + name + "</extra>"), row=row, col=column)
         top = max(probs, default=1.0) or 1.0
-        fig.update_xaxes(range=[0, top * 1.35], nticks=4, tickformat=".2f", row=row, col=column)
+        fig.update_xaxes(range=[0, top * 1.35], nticks=4, tickformat=".2~r", row=row, col=column)
         fig.update_yaxes(tickfont=dict(size=12), automargin=True, row=row, col=column)
         if row == rows or i + columns >= len(names):
             fig.update_xaxes(title_text="probability", title_font=dict(size=11), row=row, col=column)
@@ -209,6 +209,11 @@ def topk_figure(predictions: dict, title: str = "", columns: int | None = None) 
     fig.update_layout(title=dict(text=_wrap(title, 90), x=0.01), height=height, margin=dict(t=header, b=50, l=10),
                       bargap=0.25)
     return fig
+
+
+def format_probability(p: float) -> str:
+    """0.306 -> "0.306", 0.00312 -> "0.0031": three decimals, or two significant digits below 0.01."""
+    return f"{p:.3f}" if p >= 0.01 else f"{p:.2g}"
 
 
 def _wrap(text: str, width: int) -> str:

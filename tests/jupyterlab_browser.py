@@ -183,8 +183,11 @@ class LabSession:
         from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(condition)
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:  # an element re-rendered mid-check (widgets redraw) is simply checked again
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.5,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(condition)
         except TimeoutException:
             raise LabError(f"timed out after {timeout:.0f} s waiting for {what}") from None
 
@@ -196,7 +199,18 @@ class LabSession:
     def open_notebook(self, name: str, timeout: float = 120) -> None:
         self.driver.get(f"{self.url}/lab/tree/{name}?token={self.token}&reset")
         self.wait(lambda d: self.css(".jp-NotebookPanel .jp-Cell"), timeout, f"{name} to open")
+        end = time.monotonic() + 8  # JupyterLab may ask which kernel to start: take its proposal, as a user would
+        while time.monotonic() < end and not self.accept_kernel_dialog():
+            time.sleep(0.5)
         self.wait(lambda d: self.kernel_status() == "idle", timeout, "the kernel to start")
+
+    def accept_kernel_dialog(self) -> bool:
+        """Press Select in a "Select Kernel" dialog, if one is open."""
+        for dialog in self.css(".jp-Dialog"):
+            if "Select Kernel" in dialog.text:
+                dialog.find_elements("css selector", ".jp-Dialog-button.jp-mod-accept")[0].click()
+                return True
+        return False
 
     def kernel_status(self) -> str:
         """'idle', 'busy', 'starting'... as JupyterLab's toolbar shows it (its kernel status indicator)."""
@@ -232,11 +246,15 @@ class LabSession:
             tracebacks = [e for e in errors if "Traceback" in e.text or "Error" in e.text.split("\n")[0]]
             if tracebacks:
                 raise LabError("a cell failed:\n" + tracebacks[0].text[-2500:])
+            self.accept_kernel_dialog()
             prompts = self.code_cell_prompts()
             return (prompts and all(p not in ("[ ]:", "[*]:", "") for p in prompts)
                     and self.kernel_status() == "idle")
 
-        self.wait(done, timeout, "all cells to run")
+        try:
+            self.wait(done, timeout, "all cells to run")
+        except LabError as err:
+            raise LabError(f"{err}; cell prompts {self.code_cell_prompts()}, kernel {self.kernel_status()}") from None
         return time.monotonic() - started
 
     def screenshot(self, path: str | Path, element=None) -> Path:

@@ -397,5 +397,10 @@ def test_notebook_smoke_run(tmp_path):
         assert per_task["adapters_untrained"] is True and per_task["summary"] == entry["summary"]
         assert all(e["truncated"] >= 0 for e in per_task["data"]["encoding"].values())
         assert (tmp_path / "out" / f"{task}_chart.html").is_file()
+    # what a person opens later: no progress bar frozen as a widget, every chart works offline
+    from kadapter.saved_outputs import run_problems
+
+    assert run_problems(tmp_path) == []
+    assert (tmp_path / "out" / "plotly.min.js").is_file()
     if "03_finetuning" in PROFILES.get("smoke", {}):
         assert set(PROFILES["smoke"]["03_finetuning"]) <= set(params) | {"output_dir"}
