@@ -12,12 +12,22 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from .backbone_kind import BackboneKind, kind_of, kind_of_path
 from .config import BackboneIdentity
 
-# Config keys that define what the backbone computes; volatile keys (paths, versions, dtype) are left out.
-_IDENTITY_KEYS = (
-    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "position_embedding_type",
-    "pad_token_id",
-)
+# Config keys that do not change what the backbone computes from given weights: where it was loaded from, library
+# versions, storage dtype, output switches, label names. Every other key of any architecture's config (BERT,
+# RoBERTa, Gemma...) is part of the config fingerprint.
+_VOLATILE_CONFIG_KEYS = frozenset({
+    "_name_or_path", "name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype",
+    "output_hidden_states", "output_attentions", "return_dict", "use_return_dict", "use_cache", "torchscript",
+    "id2label", "label2id", "num_labels", "problem_type", "finetuning_task", "task_specific_params", "prefix",
+    "tokenizer_class", "_commit_hash", "_attn_implementation", "_attn_implementation_autoset",
+    "_attn_implementation_internal", "attn_implementation", "_experts_implementation", "chunk_size_feed_forward",
+    "quantization_config", "_pre_quantization_dtype",
+})
+# Set on a model by `load_backbone`: the state-dict keys `from_pretrained` initialised at random because the
+# checkpoint lacks them (hub RoBERTa checkpoints have no pooler). They differ at every load, so they are no part
+# of the weights fingerprint.
+NEWLY_INITIALIZED_ATTR = "_kadapter_newly_initialized"
+_FINGERPRINT_ATTR = "_kadapter_weights_fingerprint"
 
 
 def default_backbone_path() -> str:
@@ -46,6 +56,13 @@ def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | No
         raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err
 
 
+def record_newly_initialized(model: nn.Module, missing_keys) -> nn.Module:
+    """Remember which of `model`'s tensors `from_pretrained` drew at random (its ``missing_keys``): they are left out
+    of :func:`weights_fingerprint`, so the same checkpoint gives the same fingerprint in every process."""
+    setattr(model, NEWLY_INITIALIZED_ATTR, tuple(sorted(missing_keys)))
+    return model
+
+
 def freeze(backbone: nn.Module) -> nn.Module:
     """No parameter requires grad and dropout is off: the backbone is a fixed feature extractor."""
     backbone.requires_grad_(False)
@@ -57,25 +74,50 @@ def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def _identity_config(config) -> dict:
+    """The config as a dict without its volatile keys, nested configs (e.g. a text_config) included."""
+    def strip(d: dict) -> dict:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in _VOLATILE_CONFIG_KEYS}
+
+    return strip(config.to_dict())
+
+
 def config_fingerprint(config) -> str:
-    d = config.to_dict()
-    return _sha256(json.dumps({k: d.get(k) for k in _IDENTITY_KEYS}, sort_keys=True).encode())[:16]
+    """A hash of every config key that defines what the backbone computes (any architecture)."""
+    return _sha256(json.dumps(_identity_config(config), sort_keys=True, default=str).encode())[:16]
+
+
+def fingerprinted_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """What the weights fingerprint covers, sorted by name: every state-dict tensor except those `from_pretrained`
+    initialised at random (recorded by :func:`load_backbone`). A model built from a config counts whole."""
+    skipped = set(getattr(model, NEWLY_INITIALIZED_ATTR, ()))
+    return [(name, t) for name, t in sorted(model.state_dict().items()) if name not in skipped]
 
 
 @torch.no_grad()
-def weights_fingerprint(model: nn.Module) -> str:
-    """A hash of every parameter and buffer (names, shapes, float32 values). Cached on the model."""
-    cached = getattr(model, "_kadapter_weights_fingerprint", None)
-    if cached is not None:
-        return cached
+def weights_fingerprint(model: nn.Module, refresh: bool = False) -> str:
+    """A hash of the weights loaded from the checkpoint (names, shapes, float32 values).
+
+    The result is kept on the model with the tensors' storage addresses and version counters, and recomputed when
+    any of them changes: an in-place update (``weight.mul_(1.5)``, ``load_state_dict``, an optimizer step) bumps the
+    version, a copy (``copy.deepcopy``, ``.to(device)``) moves the storage. Writes through ``tensor.data`` bypass
+    the version counter; call ``weights_fingerprint(model, refresh=True)`` after such a change.
+    """
+    tensors = fingerprinted_tensors(model)
+    key = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype), str(t.device)) for name, t in tensors)
+    cached = getattr(model, _FINGERPRINT_ATTR, None)
+    if not refresh and isinstance(cached, tuple) and cached[0] == key:
+        return cached[1]
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in tensors:
         digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        if tensor.is_floating_point():
+        tensor = tensor.detach()
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
             tensor = tensor.float()
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        tensor = tensor.cpu().contiguous()
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
     fingerprint = digest.hexdigest()[:16]
-    model._kadapter_weights_fingerprint = fingerprint
+    setattr(model, _FINGERPRINT_ATTR, (key, fingerprint))
     return fingerprint
 
 

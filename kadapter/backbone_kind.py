@@ -67,7 +67,11 @@ class BackboneKind:
         """(model, tokenizer) from a hub name or folder, the tokenizer padding on this kind's side."""
         from transformers import AutoTokenizer
 
-        model = self.auto_class().from_pretrained(name_or_path, **kwargs)
+        from .backbone import record_newly_initialized
+
+        model, info = self.auto_class().from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        # tensors drawn at random at load (hub RoBERTa has no pooler) are no part of the weights fingerprint
+        record_newly_initialized(model, info.get("missing_keys", ()))
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         return model, self.prepare_tokenizer(tokenizer)
 

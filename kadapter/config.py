@@ -41,7 +41,8 @@ class AdapterConfig:
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-5
     init_range: float = 0.0002  # std of the down/up projections (near-identity start)
-    transformer_init_range: float = 0.02  # std of the transformer layers' linear weights, as BERT
+    # None: the transformer layers keep PyTorch's default init, as the official code; a float: BERT's N(0, std)
+    transformer_init_range: float | None = None
     # Every `skip_interval` adapter layers, add the output of the adapter layer `skip_interval` steps back
     # (0 = off, the paper's setting).
     skip_interval: int = 0

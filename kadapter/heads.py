@@ -51,8 +51,8 @@ def _check_class_labels(labels: torch.Tensor, num_labels: int, what: str) -> Non
 
 class RelationClassificationHead(nn.Module):
     """The paper's relation head (also the fine-tuning RC head): the fused features at the opening subject marker
-    ``@`` and object marker ``#`` are concatenated -> dropout -> dense (2H -> H) -> tanh -> dropout -> classifier,
-    as the official ``dense``/``out_proj`` pair. Cross-entropy loss."""
+    ``@`` and object marker ``#`` are concatenated -> dense (2H -> H) -> dropout -> classifier, as the official
+    ``dense`` -> dropout -> ``out_proj`` (no activation between them). Cross-entropy loss."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
         super().__init__()
@@ -65,7 +65,7 @@ class RelationClassificationHead(nn.Module):
 
     def forward(self, hidden_states, attention_mask=None, *, subj_pos, obj_pos, labels=None) -> HeadOutput:
         pair = torch.cat([_gather_positions(hidden_states, subj_pos), _gather_positions(hidden_states, obj_pos)], -1)
-        x = self.dropout(torch.tanh(self.dense(self.dropout(pair))))
+        x = self.dropout(self.dense(pair))
         logits = self.classifier(x)
         loss = None
         if labels is not None:
@@ -129,7 +129,8 @@ class MultipleChoiceHead(nn.Module):
     """One score per (context, question + choice) sequence from one token of it; softmax over the choices.
     Takes the flattened (batch * choices, T, H) features and ``num_choices``; logits are (batch, choices).
     ``pooling``: ``"first"`` (encoders: the CLS token) or ``"last"`` (causal LMs: the last real token by the
-    attention mask, whatever the padding side) — a backbone kind's ``sequence_pooling``."""
+    attention mask, whatever the padding side) — a backbone kind's ``sequence_pooling``.
+    Layers as the official CosmosQA head: dropout -> Linear(H -> 1)."""
 
     def __init__(self, hidden_size: int, dropout: float = 0.1, pooling: str = "first"):
         super().__init__()
@@ -137,12 +138,11 @@ class MultipleChoiceHead(nn.Module):
             raise ValueError(f"pooling must be 'first' or 'last', got {pooling!r}")
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.dense = nn.Linear(hidden_size, hidden_size)
         self.scorer = nn.Linear(hidden_size, 1)
 
     def forward(self, hidden_states, attention_mask=None, *, num_choices: int, labels=None) -> HeadOutput:
-        first = self.dropout(pool_sequence(hidden_states, attention_mask, self.pooling))
-        logits = self.scorer(self.dropout(torch.tanh(self.dense(first)))).view(-1, num_choices)
+        pooled = self.dropout(pool_sequence(hidden_states, attention_mask, self.pooling))
+        logits = self.scorer(pooled).view(-1, num_choices)
         loss = None
         if labels is not None:
             _check_class_labels(labels, num_choices, "answer")

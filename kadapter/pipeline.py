@@ -61,6 +61,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "factual_data_dir": FACTUAL_DATA, "train_examples": 256, "dev_examples": 64, "max_length": 48,
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
+            "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
             "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
@@ -104,15 +105,23 @@ PROFILES: dict[str, dict[str, dict]] = {
                               "spacy_sentences": None, "arc_examples": 2},
         "02_adapter_pretraining": {
             "backbone": "roberta-large", "factual_data_dir": FACTUAL_DATA, "train_examples": None,
-            "dev_examples": None, "max_length": 64, "tap_layers": [0, 11, 22], "adapter_hidden_size": 768,
+            "dev_examples": None, "tap_layers": [0, 11, 22], "adapter_hidden_size": 768,
             "adapter_heads": 12, "adapter_intermediate_size": 3072, "adapter_transformer_layers": 2,
-            "epochs": 5, "batch_size": 64, "learning_rate": 5e-5, "cache_dir": FEATURE_CACHE,
-            "storage_dtype": "bfloat16", "device": "cuda"},
+            # The paper's settings per kind [ICLR App. A]: AdamW, no weight decay and no early stopping stated.
+            # (The official launchers differ: factual 5e-5 / batch 256, linguistic 2e-5 / batch 128 / length 64.)
+            "max_length": 64, "epochs": 5, "batch_size": 128, "learning_rate": 2e-5, "patience": None,
+            "kind_overrides": {
+                "factual": {"weight_decay": 0.0, "keep_feature_cache": False},
+                "linguistic": {"learning_rate": 1e-5, "batch_size": 256, "epochs": 10, "max_length": 128,
+                               "weight_decay": 0.0, "keep_feature_cache": False}},
+            "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cuda"},
         "03_finetuning": {
             "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
-            "device": "cuda", "trained_backbone_combinations": ["", "F", "F+L"], "backbone_learning_rate": 1e-5},
+            "patience": None, "keep_feature_cache": False, "device": "cuda",
+            "trained_backbone_combinations": ["", "F", "F+L"],
+            "backbone_learning_rate": 1e-5},
         "04_lama_probing": {
             "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "pretrained_head": True, "corpus_sentences": None, "epochs": 2, "learning_rate": 3e-3, "seeds": [0, 1, 2],
@@ -121,6 +130,49 @@ PROFILES: dict[str, dict[str, dict]] = {
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cuda"},
     },
 }
+
+# The paper profile rehearsed on this machine: every stage, setting and hyper-parameter branch of "paper", on a
+# random-weight RoBERTa written into the run folder as the hub's roberta-large (kadapter.rehearsal) and loaded by
+# path in every stage; data, seeds and epochs cut so it fits a CPU. "rehearsal": RoBERTa-large's width (355M) and
+# the paper adapter (47.25M); "rehearsal-narrow" (CI): 24 layers, hidden 64, the adapter scaled down alike.
+REHEARSAL_BACKBONE = "{run}/backbone"
+REHEARSAL_WIDTHS = {"rehearsal": "full", "rehearsal-narrow": "narrow"}
+
+
+def _rehearsal_profile(width: str) -> dict[str, dict]:
+    import copy
+
+    profile = copy.deepcopy(PROFILES["paper"])
+    for params in profile.values():
+        if "backbone" in params:
+            params["backbone"] = REHEARSAL_BACKBONE
+        if "device" in params:
+            params["device"] = "cpu"
+    profile["00_quickstart"]["backbone"] = REHEARSAL_BACKBONE
+    profile["01_data_alignment"].update(limit=25, min_examples=20, alignment_docs=40, spacy_sentences=120)
+    profile["02_adapter_pretraining"].update(train_examples=48, dev_examples=16)
+    profile["03_finetuning"].update(
+        limits={"openentity": {"train": 12, "dev": 6, "test": 6}, "semeval": {"train": 12, "dev": 6, "test": 6},
+                "cosmosqa": {"train": 4, "dev": 2, "test": 2}},
+        seeds=[0], epochs=2, trained_epochs=1)
+    profile["04_lama_probing"].update(corpus_sentences=40, seeds=[0], relations=["P19", "P36", "P1412"],
+                                      facts_per_relation=10)
+    if width == "narrow":
+        small = {"adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 256}
+        profile["00_quickstart"].update(small)
+        profile["02_adapter_pretraining"].update(small)
+    return profile
+
+
+PROFILES.update({name: _rehearsal_profile(width) for name, width in REHEARSAL_WIDTHS.items()})
+
+
+def prepare_run(profile: str, run_dir: Path) -> None:
+    """What a profile needs before its stages: the rehearsal's stand-in checkpoint (kept when already written)."""
+    if profile in REHEARSAL_WIDTHS:
+        from .rehearsal import write_checkpoint
+
+        write_checkpoint(_fill(REHEARSAL_BACKBONE, run_dir), REHEARSAL_WIDTHS[profile])
 
 
 def _fill(value, run_dir: Path):
@@ -152,7 +204,7 @@ def _write_json(path: Path, payload: dict) -> None:
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
 # paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
 # `--cell-timeout` overrides.
-CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "gemma": 2 * 3600}
+CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60, "gemma": 2 * 3600}
 DEFAULT_CELL_TIMEOUT = 24 * 3600
 START_TIMEOUT = 120  # seconds for a kernel to start
 
@@ -209,11 +261,9 @@ def run_pipeline(
         raise ValueError(f"cannot resume {run_dir}: no such run folder")
     if run_dir is None:
         run_dir = REPO_ROOT / "runs" / f"{profile or 'smoke'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
-    if resume and not summary:
-        raise ValueError(f"cannot resume {run_dir}: it holds no summary.json (not a pipeline run folder)")
     recorded = summary.get("profile")
     if recorded and profile and profile != recorded:
         raise ValueError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
@@ -234,6 +284,7 @@ def run_pipeline(
         parameters[stage.name] = params
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run(profile, run_dir)
     summary.update({"profile": profile, "run_dir": str(run_dir)})
     if merged:
         summary["overrides"] = merged
@@ -297,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         parser.error("give either --resume RUN_DIR or --run-dir, not both")
+    if args.resume and not (Path(args.resume) / "summary.json").is_file():
+        parser.error(f"cannot resume {args.resume}: " + ("no such run folder" if not Path(args.resume).is_dir() else
+                                                         "it holds no summary.json (not a pipeline run folder)"))
     try:
         overrides: dict[str, dict] = {}
         for text in args.overrides:

@@ -1,42 +1,97 @@
-"""Plotly figures for notebooks. Each function takes results or a model and returns a `plotly.graph_objects.Figure`."""
+"""Plotly figures for notebooks. Each function takes results or a model and returns a `plotly.graph_objects.Figure`;
+:func:`save_html` writes any of them to disk so that the page works offline."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import plotly.graph_objects as go
 
+PLOTLY_JS = "plotly.min.js"
+
+
+def save_html(fig: go.Figure, path: str | Path) -> Path:
+    """Write `fig` as a stand-alone HTML page that works offline: plotly.js is written once per folder as
+    ``plotly.min.js`` beside the page (``include_plotlyjs="directory"``) and the page loads it from there, so
+    many figures in one folder share one copy (a page moved elsewhere needs that file beside it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs="directory", full_html=True)
+    if not (path.parent / PLOTLY_JS).is_file():  # plotly copies the bundle only for a str/Path file
+        (path.parent / PLOTLY_JS).write_text(_plotly_js())
+    return path
+
+
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
 
 def adapter_tap_figure(model) -> go.Figure:
-    """Where each adapter reads the frozen backbone: backbone hidden states as a column, one column per adapter,
-    an arrow from every tapped hidden state to the adapter layer that reads it, and the fusion on top."""
+    """Where each adapter reads the frozen backbone: backbone hidden states as a column in the middle, adapters in
+    columns on alternating sides (first left, second right, ...), an arrow from every tapped hidden state to the
+    adapter layer that reads it, and the fusion on top.
+
+    An arrow never passes through another adapter's markers: the two nearest adapters sit right beside the
+    backbone, and an arrow to an adapter further out arcs above the rows between."""
     depth = model.identity.num_hidden_layers
-    names = model.adapter_names
+    names = list(model.adapter_names)
+    columns = {name: (i // 2 + 1) * (-1 if i % 2 == 0 else 1) for i, name in enumerate(names)}
     fig = go.Figure()
     fig.add_trace(go.Scatter(
-        x=[0] * (depth + 1), y=list(range(depth + 1)), mode="markers+text", name="backbone (frozen)",
+        x=[0] * (depth + 1), y=list(range(depth + 1)), mode="markers", name="backbone (frozen)",
         marker=dict(size=18, symbol="square", color="lightgray", line=dict(color="gray", width=1)),
-        text=["embeddings"] + [f"block {i}" for i in range(1, depth + 1)], textposition="middle left",
         hovertemplate="hidden state %{y}<extra>backbone</extra>",
     ))
-    for column, name in enumerate(names, start=1):
-        taps = model.adapters[name].tap_layers
-        fig.add_trace(go.Scatter(
-            x=[column] * len(taps), y=list(taps), mode="markers+lines", name=f"adapter '{name}'",
-            marker=dict(size=16), hovertemplate=f"{name}: reads hidden state %{{y}}<extra></extra>",
-        ))
+    for name, column in columns.items():
+        taps = list(model.adapters[name].tap_layers)
+        trace = go.Scatter(
+            x=[column] * len(taps), y=taps, mode="markers+lines", name=f"adapter '{name}'", marker=dict(size=16),
+            hovertemplate=f"{name}: reads hidden state %{{y}}<extra></extra>",
+        )
+        fig.add_trace(trace)
+        side = 1 if column > 0 else -1
         for tap in taps:
-            fig.add_annotation(x=column, y=tap, ax=0, ay=tap, xref="x", yref="y", axref="x", ayref="y",
-                               showarrow=True, arrowhead=2, arrowwidth=1, opacity=0.6, text="")
-    fusion_x = (len(names) + 1) / 2 if names else 0
+            start = side * 0.06  # from the backbone marker's edge
+            if abs(column) == 1:
+                fig.add_annotation(x=column, y=tap, ax=start, ay=tap, **_ARROW)
+                continue
+            # over the nearer adapters: a quadratic Bézier peaking half a row above the tap
+            lift = 1.0
+            fig.add_shape(type="path", path=f"M {start},{tap} Q {(start + column) / 2},{tap + lift} {column},{tap}",
+                          line=dict(color="rgba(60,60,60,0.6)", width=1), layer="below")
+            t = 0.8  # the arrow's head along the last fifth of the curve
+            bx = (1 - t) ** 2 * start + 2 * t * (1 - t) * (start + column) / 2 + t ** 2 * column
+            by = tap + 2 * t * (1 - t) * lift
+            fig.add_annotation(x=column, y=tap, ax=bx, ay=by, **_ARROW)
+    top = depth + 1.2
     fig.add_trace(go.Scatter(
-        x=[fusion_x], y=[depth + 1], mode="markers+text", name=f"fusion ({model.fusion.config.mode})",
+        x=[0], y=[top], mode="markers+text", name=f"fusion ({model.fusion.config.mode})",
         marker=dict(size=20, symbol="diamond"), text=[f"fusion: {model.fusion.config.mode}"],
-        textposition="top center",
+        textposition="top center", hovertemplate="fusion<extra></extra>",
     ))
+    for name, column in columns.items():  # every adapter's output, and the backbone's last state, feed the fusion
+        last = max(model.adapters[name].tap_layers)
+        fig.add_shape(type="line", x0=column, y0=last, x1=0, y1=top, line=dict(color="gray", width=1, dash="dot"),
+                      layer="below")
+    fig.add_shape(type="line", x0=0, y0=depth, x1=0, y1=top, line=dict(color="gray", width=1, dash="dot"),
+                  layer="below")
+    order = sorted(columns.values())
+    ticks = sorted([0, *order])
+    labels = {0: "backbone", **{c: n for n, c in columns.items()}}
     fig.update_layout(
         title="K-Adapter: where the adapters tap the frozen backbone",
-        xaxis=dict(tickvals=list(range(len(names) + 1)), ticktext=["backbone"] + names, range=[-1.5, len(names) + 0.7]),
-        yaxis=dict(title="hidden-state index (0 = embeddings)", dtick=1), height=420 + 12 * depth,
+        xaxis=dict(tickvals=ticks, ticktext=[labels[t] for t in ticks], range=[min(ticks) - 0.6, max(ticks) + 0.6],
+                   zeroline=False),
+        yaxis=dict(title="hidden state read", tickvals=list(range(depth + 1)),
+                   ticktext=["embeddings"] + [f"block {i}" for i in range(1, depth + 1)], range=[-0.7, top + 0.9]),
+        height=420 + 14 * depth, legend=dict(orientation="h", y=-0.12),
     )
     return fig
+
+
+_ARROW = dict(xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
+              arrowcolor="rgba(60,60,60,0.8)", standoff=9, text="")
 
 
 def results_bar_chart(
@@ -73,9 +128,12 @@ def results_bar_chart(
             marker=dict(symbol="diamond-open", size=12, color="black", line=dict(width=2)),
             hovertemplate="%{x}: %{y:.2f}<extra>" + reference_label + "</extra>",
         ))
-    fig.update_layout(
+    longest = max((len(s) for s in settings), default=0)
+    fig.update_layout(  # legend above the plot and a bottom margin sized to the slanted labels: nothing is cut
         title=title or f"{metric} by setting (mean ± std over seeds)", barmode="group",
-        yaxis=dict(title=f"{metric} (%)"), xaxis=dict(title="setting", tickangle=-30), legend=dict(orientation="h"),
+        yaxis=dict(title=f"{metric} (%)"), xaxis=dict(title="setting", tickangle=-30, automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0), height=480 + 4 * longest,
+        margin=dict(b=60 + 5 * longest, t=110),
     )
     return fig
 
@@ -112,23 +170,57 @@ def lama_summary_figure(rows, metrics=("p@1", "p@10", "mrr"), title: str = "LAMA
     return fig
 
 
-def topk_figure(predictions: dict, title: str = "") -> go.Figure:
-    """Side-by-side horizontal bars: one panel per model, its top-k fillers and their probabilities
-    (``{model: [(token, probability), ...]}``, e.g. :func:`kadapter.probing.compare_topk`)."""
+def topk_figure(predictions: dict, title: str = "", columns: int | None = None) -> go.Figure:
+    """One horizontal bar chart per model in a grid (``columns`` per row; default 1-3 by count), each with its
+    top-k fillers (best on top), their probabilities as labels, and its model name wrapped over lines as the title
+    (``{model: [(token, probability), ...]}``, e.g. :func:`kadapter.probing.compare_topk`). Readable for 1-8
+    models from ~600 px wide: panels never share a row with more than two others."""
     from plotly.subplots import make_subplots
 
     names = list(predictions)
-    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, horizontal_spacing=0.12)
-    for column, name in enumerate(names, start=1):
-        tokens = [t for t, _ in predictions[name]][::-1]  # best on top
-        probs = [p for _, p in predictions[name]][::-1]
-        fig.add_trace(go.Bar(x=probs, y=[f"{t} " for t in tokens], orientation="h", name=name, showlegend=False,
-                             text=[f"{p:.3f}" for p in probs], textposition="auto",
-                             hovertemplate="%{y}: %{x:.4f}<extra>" + name + "</extra>"), row=1, col=column)
-        fig.update_xaxes(title_text="probability", row=1, col=column)
+    n = max(1, len(names))
+    columns = columns or (n if n <= 3 else 2 if n == 4 else 3)
+    rows = -(-n // columns)
     k = max((len(v) for v in predictions.values()), default=0)
-    fig.update_layout(title=title, height=max(260, 40 + 28 * k))
+    titles = [_wrap(name, 34 if columns == 3 else 48) for name in names]
+    title_lines = max((t.count("<br>") + 1 for t in titles), default=1)
+    panel = 30 + 24 * max(k, 1)  # px per panel's plot area
+    gap = 36 + 16 * title_lines  # px between rows: x ticks + the next row's titles
+    header = 70 + 16 * title_lines
+    height = header + rows * panel + (rows - 1) * gap + 50
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.14 if columns > 1 else 0,
+                        vertical_spacing=gap / (height - header - 50) if rows > 1 else 0)
+    for i, name in enumerate(names):
+        row, column = i // columns + 1, i % columns + 1
+        # ranked labels, best on top: two fillers that decode alike ("the", "Ġthe") stay two bars
+        tokens = [f"{rank}. {t} " for rank, (t, _) in enumerate(predictions[name], start=1)][::-1]
+        probs = [p for _, p in predictions[name]][::-1]
+        fig.add_trace(go.Bar(x=probs, y=tokens, orientation="h", name=name, showlegend=False,
+                             text=[format_probability(p) for p in probs], textposition="outside", cliponaxis=False,
+                             textfont=dict(size=12),
+                             hovertemplate="%{y}: %{x:.4f}<extra>" + name + "</extra>"), row=row, col=column)
+        top = max(probs, default=1.0) or 1.0
+        fig.update_xaxes(range=[0, top * 1.35], nticks=4, tickformat=".2~r", row=row, col=column)
+        fig.update_yaxes(tickfont=dict(size=12), automargin=True, row=row, col=column)
+        if row == rows or i + columns >= len(names):
+            fig.update_xaxes(title_text="probability", title_font=dict(size=11), row=row, col=column)
+    for annotation in fig.layout.annotations:  # the panel titles
+        annotation.font = dict(size=13)
+    fig.update_layout(title=dict(text=_wrap(title, 90), x=0.01), height=height, margin=dict(t=header, b=50, l=10),
+                      bargap=0.25)
     return fig
+
+
+def format_probability(p: float) -> str:
+    """0.306 -> "0.306", 0.00312 -> "0.0031": three decimals, or two significant digits below 0.01."""
+    return f"{p:.3f}" if p >= 0.01 else f"{p:.2g}"
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break `text` into lines of at most `width` characters at spaces (plotly titles do not wrap by themselves)."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width, break_long_words=False)) or text
 
 
 # ----------------------------------------------------------------------------------------------- data preparation

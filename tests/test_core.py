@@ -71,6 +71,25 @@ def test_paper_adapter_on_roberta_large_shape_has_official_parameter_count():
     assert sum(p.numel() for p in adapter.parameters()) == 47_251_200
 
 
+def test_adapter_initialisation_is_the_official_codes():
+    """Projections N(0, 0.0002) with zero bias (near-identity start); the inner transformer layers keep PyTorch's
+    default init (Kaiming-uniform: |w| <= 1/sqrt(fan_in), non-zero biases), as the official plain-module encoder."""
+    torch.manual_seed(0)
+    identity = BackboneIdentity("x", "bert", 256, 4, "c", "w")
+    adapter = KnowledgeAdapter(AdapterConfig(hidden_size=128, num_attention_heads=4, intermediate_size=512), identity)
+    layer = adapter.adapter_layers[0]
+    for proj in (layer.down_project, layer.up_project):
+        assert proj.weight.std().item() == pytest.approx(0.0002, rel=0.05) and not proj.bias.any()
+    for linear in (layer.layers[0].query, layer.layers[1].intermediate, layer.layers[1].output):
+        bound = linear.in_features ** -0.5
+        assert linear.weight.abs().max().item() <= bound and linear.bias.abs().max().item() <= bound
+        assert linear.bias.abs().min().item() > 0 and linear.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+    bert_like = KnowledgeAdapter(AdapterConfig(hidden_size=128, num_attention_heads=4, intermediate_size=512,
+                                               transformer_init_range=0.02), identity)
+    query = bert_like.adapter_layers[0].layers[0].query
+    assert query.weight.std().item() == pytest.approx(0.02, rel=0.05) and not query.bias.any()
+
+
 @pytest.mark.parametrize("make", [tiny_bert, tiny_roberta])
 def test_tiny_random_backbones_run_and_reject_bad_taps(make):
     backbone = make()

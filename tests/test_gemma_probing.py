@@ -53,7 +53,8 @@ def test_notebook_05_on_gemma_puts_paris_first(tmp_path):
 
     out = tmp_path / "out"
     execute_notebook("notebooks/05_probing_demo.ipynb", str(tmp_path / "05.ipynb"), cwd="notebooks",
-                     parameters={"output_dir": str(out), "corpus_sentences": 0, "k": 5,
+                     parameters={"probe_set": None, "factual_adapter": None, "output_dir": str(out),
+                                 "corpus_sentences": 0, "k": 5,
                                  "prompts": ["The capital of France is [MASK].", "Ravens can [MASK]."]},
                      execution_timeout=600)
     results = json.loads((out / "results.json").read_text())

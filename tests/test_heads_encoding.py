@@ -164,7 +164,7 @@ def test_relation_head_reads_the_marker_positions_and_checks_labels():
     subj, obj = torch.tensor([1, 0]), torch.tensor([3, 4])
     out = head(hidden, None, subj_pos=subj, obj_pos=obj, labels=torch.tensor([2, 0]))
     pair = torch.cat([hidden[[0, 1], subj], hidden[[0, 1], obj]], -1)
-    expected = head.classifier(torch.tanh(head.dense(pair)))
+    expected = head.classifier(head.dense(pair))  # the official dense -> dropout -> out_proj, no activation
     torch.testing.assert_close(out.logits, expected)
     torch.testing.assert_close(out.loss, F.cross_entropy(expected, torch.tensor([2, 0])))
     hidden2 = hidden.clone()
@@ -201,8 +201,12 @@ def test_entity_typing_and_multiple_choice_heads():
     expected = typing.classifier(hidden[[0, 1, 2], [0, 2, 4]])
     torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(expected, labels))
     choice = MultipleChoiceHead(8, dropout=0.0)
-    out = choice(torch.randn(6, 5, 8), None, num_choices=3, labels=torch.tensor([0, 2]))
+    hidden = torch.randn(6, 5, 8)
+    out = choice(hidden, None, num_choices=3, labels=torch.tensor([0, 2]))
     assert out.logits.shape == (2, 3) and out.loss > 0
+    # the official CosmosQA head: dropout -> Linear(H -> 1) on the first token, nothing in between
+    torch.testing.assert_close(out.logits, choice.scorer(hidden[:, 0]).view(2, 3))
+    assert [name for name, _ in choice.named_parameters()] == ["scorer.weight", "scorer.bias"]
     with pytest.raises(ValueError, match="answer"):
         choice(torch.randn(6, 5, 8), None, num_choices=3, labels=torch.tensor([0, 3]))
 

@@ -136,6 +136,9 @@ def test_resume_after_kill_ends_with_the_same_weights(minilm_path, data, tmp_pat
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["loop"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 8}
 
+    with pytest.raises(ValueError, match="checkpoint of another run"):
+        Trainer(build_model(minilm_path), train_set, config(tmp_path / "run", learning_rate=5e-4), **kwargs).fit()
+
     resumed = build_model(minilm_path, seed=123)  # other initial weights: the checkpoint must overwrite them
     summary = train(resumed, train_set, config(tmp_path / "run", checkpoint_every=2, metric="accuracy"), **kwargs)
     assert summary["steps"] == 12
@@ -143,9 +146,8 @@ def test_resume_after_kill_ends_with_the_same_weights(minilm_path, data, tmp_pat
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     reference = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert logged == reference, "the resumed run's log differs from the uninterrupted one"
-
-    with pytest.raises(ValueError, match="checkpoint of another run"):
-        Trainer(build_model(minilm_path), train_set, config(tmp_path / "run", learning_rate=5e-4), **kwargs).fit()
+    # finished: no optimizer state or best-weights copy is left behind
+    assert not list((tmp_path / "run").glob("*.pt")) and not list((tmp_path / "full").glob("*.pt"))
 
 
 def test_early_stopping_keeps_the_best_epoch(minilm_path, data, tmp_path):

@@ -23,20 +23,20 @@ position under right padding).
 """
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
 from ..adapter import load_state_strict
 from ..config import BackboneIdentity, write_json
 from ..model import KAdapterModel
+from ..safe_files import load_safetensors, read_json
 from .features import BACKBONE_SOURCE, MaskedFeatures, ProbeOutput
 from .states import CausalStates, causal_forward
 from .vocabulary import CandidateVocabulary, full_vocabulary
@@ -243,7 +243,7 @@ class CausalLMProbe(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "CausalLMProbe":
         directory = Path(directory)
-        payload = json.loads((directory / PROBE_CONFIG_NAME).read_text())
+        payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", "recipe"))
         diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
         if diff:
             raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
@@ -251,7 +251,7 @@ class CausalLMProbe(nn.Module):
         if missing:
             raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
         probe = build_causal_probe(model, payload["adapter_names"], recipe=payload["recipe"])
-        load_state_strict(probe, load_file(str(directory / PROBE_WEIGHTS_NAME)), directory / PROBE_WEIGHTS_NAME)
+        load_state_strict(probe, load_safetensors(directory / PROBE_WEIGHTS_NAME)[0], directory / PROBE_WEIGHTS_NAME)
         return probe
 
 

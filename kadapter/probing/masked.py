@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers.activations import ACT2FN
 
@@ -37,6 +37,7 @@ from ..adapter import load_state_strict
 from ..backbone import BackboneFeatures, extract_features
 from ..config import BackboneIdentity, FusionConfig, write_json
 from ..fusion import Fusion
+from ..safe_files import load_safetensors, read_json
 from ..model import KAdapterModel
 from .features import BACKBONE_SOURCE, MaskedFeatures, ProbeOutput
 from .ranking import score_lama
@@ -374,7 +375,7 @@ class MaskedLMProbe(nn.Module):
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "MaskedLMProbe":
         """Load a saved probe over ``model``, which must have the same backbone and the adapters the probe reads."""
         directory = Path(directory)
-        payload = json.loads((directory / PROBE_CONFIG_NAME).read_text())
+        payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", "fusion", "head"))
         diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
         if diff:
             raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
@@ -383,7 +384,7 @@ class MaskedLMProbe(nn.Module):
             raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
         probe = build_probe(model, payload["adapter_names"], fusion=payload["fusion"], recipe=payload["recipe"],
                             hidden_act=payload["head"]["hidden_act"], layer_norm_eps=payload["head"]["layer_norm_eps"])
-        load_state_strict(probe, load_file(str(directory / PROBE_WEIGHTS_NAME)), directory / PROBE_WEIGHTS_NAME)
+        load_state_strict(probe, load_safetensors(directory / PROBE_WEIGHTS_NAME)[0], directory / PROBE_WEIGHTS_NAME)
         return probe
 
 

@@ -19,11 +19,19 @@ from .features import MaskedFeatures
 class _Rows(torch.utils.data.Dataset):
     """Row indices of a :class:`MaskedFeatures` as a map-style dataset (the trainer batches indices)."""
 
-    def __init__(self, n: int):
-        self.n = n
+    def __init__(self, n: int, data: MaskedFeatures | None = None):
+        self.n, self.data = n, data
 
     def __len__(self) -> int:
         return self.n
+
+    def fingerprint(self) -> str:
+        """What the rows point at (labels, groups, every source's features): a resume checks it."""
+        from ..training import data_fingerprint
+
+        if self.data is None:
+            return data_fingerprint(list(range(self.n)))
+        return data_fingerprint([self.data.labels, self.data.groups, self.data.sources])
 
     def __getitem__(self, i: int) -> int:
         return i
@@ -50,7 +58,7 @@ def train_probes(probes: Mapping[str, torch.nn.Module], data: MaskedFeatures, co
     if evaluate is None:
         from .masked import masked_token_accuracy as evaluate
     on_dev = (lambda probe: evaluate(probe, dev)) if dev is not None else None
-    summary = train(dict(probes), _Rows(len(data)), config, collate_fn=collate, evaluate=on_dev)
+    summary = train(dict(probes), _Rows(len(data), data), config, collate_fn=collate, evaluate=on_dev)
     for probe in probes.values():
         probe.eval()
         probe.recipe["training"] = {k: v for k, v in asdict(config).items()
@@ -149,7 +157,9 @@ def load_probe_set(directory: str | Path, backbone=None) -> tuple[KAdapterModel,
     classes = {"masked": MaskedLMProbe, "causal": CausalLMProbe}
     directory = Path(directory)
     model = KAdapterModel.from_pretrained(directory / "model", backbone=backbone)
-    listing = json.loads((directory / "probes.json").read_text())
+    from ..safe_files import read_json
+
+    listing = read_json(directory / "probes.json", required=("probes",))
     kinds = listing.get("kinds", {})
     return model, {name: classes[kinds.get(folder, "masked")].from_pretrained(directory / "probes" / folder, model)
                    for folder, name in listing["probes"].items()}
