@@ -99,7 +99,7 @@ def load_demo_models(probe_set: str | Path | None = NEWEST, *, runs_dir: str | P
             raise FileNotFoundError(f"{probe_set} is not a probe set (no probes.json): give the probe_set/ folder "
                                     "notebook 04 wrote, 'newest', or None")
         progress_log(f"Loading the backbone and the probes from {probe_set} ...")
-        model, probes = load_probe_set(probe_set, backbone=backbone)
+        model, probes = load_probe_set(probe_set, backbone=None if backbone == "auto" else backbone)
         scores = _lama_scores(probe_set)
         backbone_name = model.identity.name_or_path
         descriptions = {}
