@@ -123,12 +123,21 @@ def encode_relation(record: Mapping, tokenizer, max_length: int = 128, label2id:
     spans = [(pos[subj_word][0] - before, pos[subj_close][1] - before),
              (pos[obj_word][0] - before, pos[obj_close][1] - before)]
     ids, where, truncated = _truncate(ids, word_ids, max_length, spans)
-    end = 0 if markers == "open" else 1
-    out = {"input_ids": ids, "attention_mask": [1] * len(ids),
-           "subj_pos": where[spans[0][end]], "obj_pos": where[spans[1][end]], "truncated": truncated}
+    out = {"input_ids": ids, "attention_mask": [1] * len(ids), "subj_pos": _marker_position(where, spans[0], markers),
+           "obj_pos": _marker_position(where, spans[1], markers), "truncated": truncated}
     if label2id is not None:
         out["labels"] = _label_id(record["relation"], label2id, "relation")
     return out
+
+
+def _marker_position(where: list[int], span: tuple[int, int], markers: str) -> int:
+    """The new position of a span's opening marker (always kept by :func:`keep_window`), or of its closing marker;
+    when truncation cut the closing marker (a long span sharing a tight budget), the last token of the span that
+    survived: the latest position that has seen the opening marker and what is left of the entity."""
+    first, last = span
+    if markers == "open":
+        return where[first]
+    return max(where[p] for p in range(first, last + 1))
 
 
 def encode_relation_dataset(dataset: Dataset, tokenizer, max_length: int = 128,
@@ -137,7 +146,7 @@ def encode_relation_dataset(dataset: Dataset, tokenizer, max_length: int = 128,
     if len(dataset) == 0:
         raise ValueError("cannot encode an empty relation dataset")
     tok = words_tokenizer(tokenizer)
-    task = "relation" if markers == "open" else f"relation-{markers}"
+    task = "relation" if markers == "open" else "relation-close-or-last-kept"
     encoded = dataset.map(lambda r: encode_relation(r, tok, max_length, label2id, markers),
                           remove_columns=dataset.column_names, desc="encode relations",
                           new_fingerprint=encoding_fingerprint(dataset, task, tok, max_length, label2id))

@@ -537,6 +537,13 @@ class TapsDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.feats)
 
+    def fingerprint(self) -> str:
+        """The examples these items point at: the cache folder (named by its key) and the task columns."""
+        from .training import data_fingerprint
+
+        return data_fingerprint([self.feats.cache.path.name, self.feats.choices, self.feats.positions,
+                                 self.feats.labels])
+
     def __getitem__(self, i: int) -> dict:
         c = self.feats.choices
         sequences = list(range(i * c, (i + 1) * c)) if c else [i]
@@ -563,6 +570,11 @@ class TokensDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.encoded)
+
+    def fingerprint(self) -> str:
+        from .training import data_fingerprint
+
+        return data_fingerprint(self.encoded)
 
     def __getitem__(self, i: int) -> dict:
         return self.encoded[i]

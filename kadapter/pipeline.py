@@ -61,6 +61,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "factual_data_dir": FACTUAL_DATA, "train_examples": 256, "dev_examples": 64, "max_length": 48,
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
+            "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
             "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
@@ -243,8 +244,6 @@ def run_pipeline(
     run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
-    if resume and not summary:
-        raise ValueError(f"cannot resume {run_dir}: it holds no summary.json (not a pipeline run folder)")
     recorded = summary.get("profile")
     if recorded and profile and profile != recorded:
         raise ValueError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
@@ -329,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         parser.error("give either --resume RUN_DIR or --run-dir, not both")
+    if args.resume and not (Path(args.resume) / "summary.json").is_file():
+        parser.error(f"cannot resume {args.resume}: " + ("no such run folder" if not Path(args.resume).is_dir() else
+                                                         "it holds no summary.json (not a pipeline run folder)"))
     try:
         overrides: dict[str, dict] = {}
         for text in args.overrides:

@@ -306,3 +306,22 @@ def test_gemma_words_are_not_glued_when_pre_split(gemma):
     tok = words_tokenizer(gemma.tokenizer)
     enc = tok(["Dante", "was", "born", "in", "Florence"], is_split_into_words=True)
     assert tok.convert_ids_to_tokens(enc["input_ids"])[1:] == ["▁Dante", "▁was", "▁born", "▁in", "▁Florence"]
+
+
+def test_closing_markers_survive_truncation_or_fall_back_to_the_last_kept_entity_token(tokenizer):
+    from kadapter.encoding import encode_relation
+
+    subject, filler, obj = [f"subject{i}" for i in range(10)], ["and"] * 30, [f"object{i}" for i in range(10)]
+    record = {"tokens": subject + filler + obj, "subj_start": 0, "subj_end": 10, "obj_start": 40, "obj_end": 50,
+              "relation": "P19"}
+    opened = encode_relation(record, tokenizer, max_length=16, markers="open")
+    closed = encode_relation(record, tokenizer, max_length=16, markers="close")
+    assert closed["truncated"] and closed["input_ids"] == opened["input_ids"]
+    n = len(closed["input_ids"])
+    for key in ("subj_pos", "obj_pos"):
+        assert 0 <= opened[key] < closed[key] < n, (opened, closed)
+    # without truncation the closing marker itself is read
+    short = {**record, "tokens": ["Dante", "was", "born", "in", "Florence"], "subj_end": 1, "obj_start": 4,
+             "obj_end": 5}
+    enc = encode_relation(short, tokenizer, max_length=32, markers="close")
+    assert tokenizer.decode(enc["input_ids"][enc["obj_pos"]]).strip() == "#"
