@@ -10,14 +10,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
 from .config import AdapterConfig, BackboneIdentity, write_json
+from .safe_files import DamagedFileError, load_safetensors, read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
+
+# Config fields free to change after training (they act only while training from scratch); every other field changes
+# what the saved weights compute and is checked against the copy stored in the weights file's metadata.
+FREE_FIELDS = ("dropout", "attention_dropout", "init_range", "transformer_init_range")
+CONFIG_METADATA_KEY = "kadapter_adapter_config"
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
 
@@ -157,7 +163,9 @@ class KnowledgeAdapter(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "kadapter_version": __version__})
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={
+            "format": "pt", "kadapter_version": __version__,
+            CONFIG_METADATA_KEY: json.dumps(self.config.to_dict(), sort_keys=True)})
         write_json(directory / CONFIG_NAME, {
             "kadapter_version": __version__,
             "adapter": self.config.to_dict(),
@@ -175,8 +183,16 @@ class KnowledgeAdapter(nn.Module):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory / name} not found: not a kadapter adapter directory")
-        payload = json.loads((directory / CONFIG_NAME).read_text())
-        saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
+        config_path = directory / CONFIG_NAME
+        payload = read_json(config_path, required=("adapter", "backbone"))
+        try:
+            saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
+        except (KeyError, TypeError) as err:
+            raise DamagedFileError(config_path, f"field 'backbone': incomplete ({type(err).__name__}: {err})") from None
+        try:
+            config = AdapterConfig.from_dict(payload["adapter"])
+        except (ValueError, TypeError) as err:
+            raise DamagedFileError(config_path, f"field 'adapter': {err}") from None
         if backbone is not None and check_backbone:
             diff = saved_backbone.differences(backbone)
             if diff:
@@ -184,8 +200,19 @@ class KnowledgeAdapter(nn.Module):
                     f"adapter {directory} was trained on a different backbone "
                     f"({saved_backbone.name_or_path}):\n  " + "\n  ".join(diff)
                 )
-        adapter = cls(AdapterConfig.from_dict(payload["adapter"]), backbone or saved_backbone)
-        load_state_strict(adapter, load_file(str(directory / WEIGHTS_NAME)), directory / WEIGHTS_NAME)
+        adapter = cls(config, backbone or saved_backbone)
+        state, metadata = load_safetensors(directory / WEIGHTS_NAME)
+        if CONFIG_METADATA_KEY in metadata:  # adapters saved before kadapter stored it cannot be checked
+            trained = json.loads(metadata[CONFIG_METADATA_KEY])
+            now = adapter.config.to_dict()
+            changed = [name for name in sorted(set(trained) | set(now))
+                       if name not in FREE_FIELDS and trained.get(name) != now.get(name)]
+            if changed:
+                raise ValueError(
+                    f"{config_path}: " + "; ".join(f"field '{n}' is {now.get(n)!r} but the weights in {WEIGHTS_NAME} "
+                                                   f"were trained with {trained.get(n)!r}" for n in changed)
+                    + " — the config no longer describes the weights (edit it back, or train a new adapter)")
+        load_state_strict(adapter, state, directory / WEIGHTS_NAME)
         return adapter
 
 

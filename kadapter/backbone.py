@@ -49,8 +49,8 @@ def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | No
     from .aliases import resolve_backbone
 
     name_or_path = resolve_backbone(name_or_path) or default_backbone_path()
-    kind = kind_of_path(name_or_path) if kind is None else kind_of(None, kind)
     try:
+        kind = kind_of_path(name_or_path) if kind is None else kind_of(None, kind)
         return kind.load(name_or_path, **kwargs)
     except OSError as err:  # the hub's message rarely says which model it could not get
         raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err

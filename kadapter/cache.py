@@ -11,7 +11,9 @@ because their residual stream overflows it).
 A cache lives in ``<root>/<key>/`` where the key hashes everything the states depend on: the backbone's weights
 and config fingerprints, the tokenizer, the encoded data (token ids, masks, type ids), ``max_length``, the taps and
 the storage dtype. Any change gives a new folder, so a stale cache is never read. A cache is written into a
-temporary folder and renamed into place when complete; an interrupted build leaves nothing that looks finished.
+temporary folder and renamed into place when complete; an interrupted build leaves nothing that looks finished, and
+the next build removes the temporary folders of builds whose process is gone. A damaged cache (a truncated array, a
+missing or broken ``meta.json``) is detected on reading; ``build`` then says so, naming the folder, and rebuilds it.
 
 Reading pads each batch to its longest example with zero vectors; padded positions are masked everywhere
 (adapters' attention, heads), so results equal a live backbone pass up to float rounding. The one exception is an
@@ -22,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from .backbone import BackboneFeatures, config_fingerprint, weights_fingerprint
 from .backbone_kind import kind_of
 from .encoding import PadCollator, tokenizer_fingerprint
 from .progress import progress_bar
+from .safe_files import DamagedFileError, load_npy, read_json
 
 CACHE_FORMAT = 1
 META_NAME = "meta.json"
@@ -94,6 +99,35 @@ def _digest(key: Mapping) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
+_TMP_NAME = re.compile(r"^\.(?P<key>[0-9a-f]+)\.tmp-(?P<pid>\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_builds(root: str | Path) -> list[Path]:
+    """Delete the temporary folders (``.<key>.tmp-<pid>``) that killed builds left under ``root``; returns them.
+
+    A folder whose process is still running is a build in progress and is left alone."""
+    root = Path(root)
+    removed = []
+    for path in root.glob(".*.tmp-*") if root.is_dir() else ():
+        match = _TMP_NAME.match(path.name)
+        if match and path.is_dir() and int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            warnings.warn(f"removed {path}: the temporary folder of a feature-cache build whose process "
+                          f"({match['pid']}) is gone", stacklevel=3)
+            removed.append(path)
+    return removed
+
+
 def _lengths(dataset: Dataset) -> np.ndarray:
     """Real tokens per example; the attention mask must be a run of ones (right padding or none)."""
     masks = dataset["attention_mask"][:]
@@ -112,14 +146,24 @@ class FeatureCache:
         meta_path = self.path / META_NAME
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path} not found: not a complete feature cache")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta["key"]["format"] != CACHE_FORMAT:
-            raise ValueError(f"{self.path}: cache format {self.meta['key']['format']}, expected {CACHE_FORMAT}")
+        self.meta = read_json(meta_path, required=("key", "tokens", "hidden_size"))
+        key = self.meta["key"]
+        if not isinstance(key, dict) or not {"format", "taps"} <= set(key):
+            raise DamagedFileError(meta_path, "field 'key' incomplete: not a feature cache's meta.json")
+        if key["format"] != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: cache format {key['format']}, expected {CACHE_FORMAT}")
         self.hit = hit  # True when build() found it already on disk
-        self.taps: tuple[int, ...] = tuple(self.meta["key"]["taps"])
-        self.lengths = np.load(self.path / "lengths.npy")
+        self.taps: tuple[int, ...] = tuple(key["taps"])
+        self.lengths = load_npy(self.path / "lengths.npy")
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self._arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in self._array_names()}
+        self._arrays = {name: load_npy(self.path / f"{name}.npy", mmap_mode="r") for name in self._array_names()}
+        shape = (int(self.meta["tokens"]), int(self.meta["hidden_size"]))
+        if int(self.offsets[-1]) != shape[0]:
+            raise DamagedFileError(self.path / "lengths.npy", f"{int(self.offsets[-1])} tokens, meta.json says "
+                                                              f"{shape[0]}")
+        for name, array in self._arrays.items():
+            if array.shape != shape:
+                raise DamagedFileError(self.path / f"{name}.npy", f"shape {array.shape}, meta.json says {shape}")
 
     def _array_names(self) -> list[str]:
         return [f"hidden_{t}" for t in self.taps] + ["last"]
@@ -162,12 +206,19 @@ class FeatureCache:
             raise ValueError(f"{len(too_long)} example(s) longer than max_length={max_length} (first: {too_long[0]})")
         key = cache_key(model, tokenizer, dataset, max_length, taps, storage_dtype)
         root = Path(root) if root is not None else default_cache_root()
+        remove_stale_builds(root)
         final = root / _digest(key)
-        if (final / META_NAME).is_file():
-            cache = cls(final, hit=True)
-            if cache.key != key:  # a hash collision or a tampered folder: never read it as this data
-                raise ValueError(f"{final} holds a cache of other data (key mismatch)")
-            return cache
+        if final.is_dir():
+            try:
+                cache = cls(final, hit=True)
+            except (DamagedFileError, FileNotFoundError) as err:
+                # a finished cache is renamed into place whole: a part missing or cut short means damage
+                warnings.warn(f"feature cache {final} is damaged ({err}); rebuilding it", stacklevel=2)
+                shutil.rmtree(final, ignore_errors=True)
+            else:
+                if cache.key != key:  # a hash collision or a tampered folder: never read it as this data
+                    raise ValueError(f"{final} holds a cache of other data (key mismatch)")
+                return cache
         tmp = root / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -265,6 +316,13 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.cache)
+
+    def fingerprint(self) -> str:
+        """What these rows hold: the cache's key (backbone, encoded inputs, ...) and the task columns' content."""
+        from .training import data_fingerprint
+
+        rows = data_fingerprint(self.rows) if self.rows is not None else ""
+        return hashlib.sha256(f"{_digest(self.cache.key)}:{rows}".encode()).hexdigest()[:16]
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[int(index)] if self.rows is not None else {}

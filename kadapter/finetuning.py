@@ -537,6 +537,13 @@ class TapsDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.feats)
 
+    def fingerprint(self) -> str:
+        """The examples these items point at: the cache folder (named by its key) and the task columns."""
+        from .training import data_fingerprint
+
+        return data_fingerprint([self.feats.cache.path.name, self.feats.choices, self.feats.positions,
+                                 self.feats.labels])
+
     def __getitem__(self, i: int) -> dict:
         c = self.feats.choices
         sequences = list(range(i * c, (i + 1) * c)) if c else [i]
@@ -563,6 +570,11 @@ class TokensDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.encoded)
+
+    def fingerprint(self) -> str:
+        from .training import data_fingerprint
+
+        return data_fingerprint(self.encoded)
 
     def __getitem__(self, i: int) -> dict:
         return self.encoded[i]
@@ -667,6 +679,9 @@ class FineTuneConfig:
     random_adapter_seed: int | None = 0
     cache_root: str | None = None  # the backbone feature cache (None: $KADAPTER_CACHE or ~/.cache/kadapter)
     cache_dtype: str = "float16"
+    # False: delete the task's backbone feature caches once its runs are finished (CosmosQA at length 256 on
+    # RoBERTa-large: ~10 GB); True keeps them for later runs on the same data.
+    keep_feature_cache: bool = True
     device: str = "cpu"
     progress: bool = True
 
@@ -742,6 +757,12 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         **dict(metadata or {}),
     }
     _write_json(output_dir / RESULTS_NAME, results)
+    if not config.keep_feature_cache:
+        import shutil
+
+        for split in features.values():
+            if split.cache is not None:
+                shutil.rmtree(split.cache.path, ignore_errors=True)
     return results
 
 

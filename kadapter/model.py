@@ -1,12 +1,11 @@
 """KAdapterModel: a frozen backbone, any number of named knowledge adapters, and their fusion."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
@@ -16,6 +15,7 @@ from .backbone import BackboneFeatures, backbone_identity, extract_features, fre
 from .backbone_kind import BackboneKind, kind_for_model_type, kind_of
 from .config import AdapterConfig, BackboneIdentity, FusionConfig, write_json
 from .fusion import Fusion
+from .safe_files import load_safetensors, read_json
 
 MODEL_CONFIG_NAME = "kadapter_config.json"
 FUSION_WEIGHTS_NAME = "fusion.safetensors"
@@ -210,7 +210,7 @@ class KAdapterModel(nn.Module):
     ) -> "KAdapterModel":
         """Rebuild a saved model; the backbone defaults to the saved name/path and must match its fingerprint."""
         directory = Path(directory)
-        payload = json.loads((directory / MODEL_CONFIG_NAME).read_text())
+        payload = read_json(directory / MODEL_CONFIG_NAME, required=("backbone", "fusion", "adapters"))
         saved = BackboneIdentity.from_dict(payload["backbone"])
         if payload.get("backbone_fine_tuned"):
             backbone, tokenizer = load_backbone(str(directory / "backbone"))
@@ -230,7 +230,7 @@ class KAdapterModel(nn.Module):
         for name in payload["adapters"]:
             model.add_adapter(name, directory / "adapters" / name)
         weights = directory / FUSION_WEIGHTS_NAME
-        load_state_strict(model.fusion, load_file(str(weights)), weights)
+        load_state_strict(model.fusion, load_safetensors(weights)[0], weights)
         return model
 
 

@@ -61,6 +61,7 @@ PROFILES: dict[str, dict[str, dict]] = {
             "factual_data_dir": FACTUAL_DATA, "train_examples": 256, "dev_examples": 64, "max_length": 48,
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
+            "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
             "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
@@ -90,15 +91,16 @@ PROFILES: dict[str, dict[str, dict]] = {
             # (The official launchers differ: factual 5e-5 / batch 256, linguistic 2e-5 / batch 128 / length 64.)
             "max_length": 64, "epochs": 5, "batch_size": 128, "learning_rate": 2e-5, "patience": None,
             "kind_overrides": {
-                "factual": {"weight_decay": 0.0},
+                "factual": {"weight_decay": 0.0, "keep_feature_cache": False},
                 "linguistic": {"learning_rate": 1e-5, "batch_size": 256, "epochs": 10, "max_length": 128,
-                               "weight_decay": 0.0}},
+                               "weight_decay": 0.0, "keep_feature_cache": False}},
             "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cuda"},
         "03_finetuning": {
             "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
-            "patience": None, "device": "cuda", "trained_backbone_combinations": ["", "F", "F+L"],
+            "patience": None, "keep_feature_cache": False, "device": "cuda",
+            "trained_backbone_combinations": ["", "F", "F+L"],
             "backbone_learning_rate": 1e-5},
         "04_lama_probing": {
             "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
@@ -124,7 +126,8 @@ def _rehearsal_profile(width: str) -> dict[str, dict]:
     for params in profile.values():
         if "backbone" in params:
             params["backbone"] = REHEARSAL_BACKBONE
-        params["device"] = "cpu"
+        if "device" in params:
+            params["device"] = "cpu"
     profile["00_quickstart"]["backbone"] = REHEARSAL_BACKBONE
     profile["01_data_alignment"].update(limit=25, min_examples=20, alignment_docs=40, spacy_sentences=120)
     profile["02_adapter_pretraining"].update(train_examples=48, dev_examples=16)
@@ -181,7 +184,7 @@ def _write_json(path: Path, payload: dict) -> None:
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
 # paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
 # `--cell-timeout` overrides.
-CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600}
+CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60}
 DEFAULT_CELL_TIMEOUT = 24 * 3600
 START_TIMEOUT = 120  # seconds for a kernel to start
 
@@ -238,11 +241,9 @@ def run_pipeline(
         raise ValueError(f"cannot resume {run_dir}: no such run folder")
     if run_dir is None:
         run_dir = REPO_ROOT / "runs" / f"{profile or 'smoke'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
-    if resume and not summary:
-        raise ValueError(f"cannot resume {run_dir}: it holds no summary.json (not a pipeline run folder)")
     recorded = summary.get("profile")
     if recorded and profile and profile != recorded:
         raise ValueError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         parser.error("give either --resume RUN_DIR or --run-dir, not both")
+    if args.resume and not (Path(args.resume) / "summary.json").is_file():
+        parser.error(f"cannot resume {args.resume}: " + ("no such run folder" if not Path(args.resume).is_dir() else
+                                                         "it holds no summary.json (not a pipeline run folder)"))
     try:
         overrides: dict[str, dict] = {}
         for text in args.overrides:

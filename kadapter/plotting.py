@@ -52,7 +52,7 @@ def adapter_tap_figure(model) -> go.Figure:
         fig.add_trace(trace)
         side = 1 if column > 0 else -1
         for tap in taps:
-            start = side * 0.12  # leave the backbone marker's edge
+            start = side * 0.06  # from the backbone marker's edge
             if abs(column) == 1:
                 fig.add_annotation(x=column, y=tap, ax=start, ay=tap, **_ARROW)
                 continue
@@ -170,23 +170,57 @@ def lama_summary_figure(rows, metrics=("p@1", "p@10", "mrr"), title: str = "LAMA
     return fig
 
 
-def topk_figure(predictions: dict, title: str = "") -> go.Figure:
-    """Side-by-side horizontal bars: one panel per model, its top-k fillers and their probabilities
-    (``{model: [(token, probability), ...]}``, e.g. :func:`kadapter.probing.compare_topk`)."""
+def topk_figure(predictions: dict, title: str = "", columns: int | None = None) -> go.Figure:
+    """One horizontal bar chart per model in a grid (``columns`` per row; default 1-3 by count), each with its
+    top-k fillers (best on top), their probabilities as labels, and its model name wrapped over lines as the title
+    (``{model: [(token, probability), ...]}``, e.g. :func:`kadapter.probing.compare_topk`). Readable for 1-8
+    models from ~600 px wide: panels never share a row with more than two others."""
     from plotly.subplots import make_subplots
 
     names = list(predictions)
-    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=names, horizontal_spacing=0.12)
-    for column, name in enumerate(names, start=1):
-        tokens = [t for t, _ in predictions[name]][::-1]  # best on top
-        probs = [p for _, p in predictions[name]][::-1]
-        fig.add_trace(go.Bar(x=probs, y=[f"{t} " for t in tokens], orientation="h", name=name, showlegend=False,
-                             text=[f"{p:.3f}" for p in probs], textposition="auto",
-                             hovertemplate="%{y}: %{x:.4f}<extra>" + name + "</extra>"), row=1, col=column)
-        fig.update_xaxes(title_text="probability", row=1, col=column)
+    n = max(1, len(names))
+    columns = columns or (n if n <= 3 else 2 if n == 4 else 3)
+    rows = -(-n // columns)
     k = max((len(v) for v in predictions.values()), default=0)
-    fig.update_layout(title=title, height=max(260, 40 + 28 * k))
+    titles = [_wrap(name, 34 if columns == 3 else 48) for name in names]
+    title_lines = max((t.count("<br>") + 1 for t in titles), default=1)
+    panel = 30 + 24 * max(k, 1)  # px per panel's plot area
+    gap = 36 + 16 * title_lines  # px between rows: x ticks + the next row's titles
+    header = 70 + 16 * title_lines
+    height = header + rows * panel + (rows - 1) * gap + 50
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.14 if columns > 1 else 0,
+                        vertical_spacing=gap / (height - header - 50) if rows > 1 else 0)
+    for i, name in enumerate(names):
+        row, column = i // columns + 1, i % columns + 1
+        # ranked labels, best on top: two fillers that decode alike ("the", "Ġthe") stay two bars
+        tokens = [f"{rank}. {t} " for rank, (t, _) in enumerate(predictions[name], start=1)][::-1]
+        probs = [p for _, p in predictions[name]][::-1]
+        fig.add_trace(go.Bar(x=probs, y=tokens, orientation="h", name=name, showlegend=False,
+                             text=[format_probability(p) for p in probs], textposition="outside", cliponaxis=False,
+                             textfont=dict(size=12),
+                             hovertemplate="%{y}: %{x:.4f}<extra>" + name + "</extra>"), row=row, col=column)
+        top = max(probs, default=1.0) or 1.0
+        fig.update_xaxes(range=[0, top * 1.35], nticks=4, tickformat=".2~r", row=row, col=column)
+        fig.update_yaxes(tickfont=dict(size=12), automargin=True, row=row, col=column)
+        if row == rows or i + columns >= len(names):
+            fig.update_xaxes(title_text="probability", title_font=dict(size=11), row=row, col=column)
+    for annotation in fig.layout.annotations:  # the panel titles
+        annotation.font = dict(size=13)
+    fig.update_layout(title=dict(text=_wrap(title, 90), x=0.01), height=height, margin=dict(t=header, b=50, l=10),
+                      bargap=0.25)
     return fig
+
+
+def format_probability(p: float) -> str:
+    """0.306 -> "0.306", 0.00312 -> "0.0031": three decimals, or two significant digits below 0.01."""
+    return f"{p:.3f}" if p >= 0.01 else f"{p:.2g}"
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break `text` into lines of at most `width` characters at spaces (plotly titles do not wrap by themselves)."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width, break_long_words=False)) or text
 
 
 # ----------------------------------------------------------------------------------------------- data preparation

@@ -14,6 +14,7 @@ head) and ``results.json``.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -261,6 +262,9 @@ class PretrainConfig:
     device: str | None = None  # None: a GPU when visible; "cpu" forces the CPU
     checkpoint_every: int = 0
     keep_checkpoints: bool = False
+    # False: delete this run's backbone feature caches when it has finished (the paper's factual cache is ~11 GB;
+    # a rerun then recomputes them). True keeps them for reuse by later runs on the same data.
+    keep_feature_cache: bool = True
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes kept in results.json
 
@@ -403,6 +407,10 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
         if not config.keep_checkpoints:
             for path in (out / "train").glob("*.pt"):
                 path.unlink()
+        if not config.keep_feature_cache:
+            for split in splits.values():
+                if split.cache is not None:
+                    shutil.rmtree(split.cache.path, ignore_errors=True)
     return results
 
 

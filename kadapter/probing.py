@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers.activations import ACT2FN
@@ -43,6 +43,7 @@ from .adapter import load_state_strict
 from .backbone import BackboneFeatures, extract_features
 from .config import BackboneIdentity, FusionConfig, write_json
 from .fusion import Fusion
+from .safe_files import load_safetensors, read_json
 from .metrics import macro_average, mean_std, metrics_from_ranks, rank_of_gold
 from .model import KAdapterModel
 from .training import TrainConfig, train
@@ -537,7 +538,7 @@ class MaskedLMProbe(nn.Module):
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "MaskedLMProbe":
         """Load a saved probe over ``model``, which must have the same backbone and the adapters the probe reads."""
         directory = Path(directory)
-        payload = json.loads((directory / PROBE_CONFIG_NAME).read_text())
+        payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", "fusion", "head"))
         diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
         if diff:
             raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
@@ -546,7 +547,7 @@ class MaskedLMProbe(nn.Module):
             raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
         probe = build_probe(model, payload["adapter_names"], fusion=payload["fusion"], recipe=payload["recipe"],
                             hidden_act=payload["head"]["hidden_act"], layer_norm_eps=payload["head"]["layer_norm_eps"])
-        load_state_strict(probe, load_file(str(directory / PROBE_WEIGHTS_NAME)), directory / PROBE_WEIGHTS_NAME)
+        load_state_strict(probe, load_safetensors(directory / PROBE_WEIGHTS_NAME)[0], directory / PROBE_WEIGHTS_NAME)
         return probe
 
 
@@ -572,11 +573,19 @@ def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed
 class _Rows(torch.utils.data.Dataset):
     """Row indices of a :class:`MaskedFeatures` as a map-style dataset (the trainer batches indices)."""
 
-    def __init__(self, n: int):
-        self.n = n
+    def __init__(self, n: int, data: MaskedFeatures | None = None):
+        self.n, self.data = n, data
 
     def __len__(self) -> int:
         return self.n
+
+    def fingerprint(self) -> str:
+        """What the rows point at (labels, groups, every source's features): a resume checks it."""
+        from .training import data_fingerprint
+
+        if self.data is None:
+            return data_fingerprint(list(range(self.n)))
+        return data_fingerprint([self.data.labels, self.data.groups, self.data.sources])
 
     def __getitem__(self, i: int) -> int:
         return i
@@ -599,7 +608,7 @@ def train_probes(probes: Mapping[str, MaskedLMProbe], data: MaskedFeatures, conf
         return {"sources": batch.sources, "labels": batch.labels}
 
     evaluate = (lambda probe: masked_token_accuracy(probe, dev)) if dev is not None else None
-    summary = train(dict(probes), _Rows(len(data)), config, collate_fn=collate, evaluate=evaluate)
+    summary = train(dict(probes), _Rows(len(data), data), config, collate_fn=collate, evaluate=evaluate)
     for probe in probes.values():
         probe.eval()
         probe.recipe["training"] = {k: v for k, v in asdict(config).items()
@@ -975,6 +984,6 @@ def load_probe_set(directory: str | Path, backbone=None) -> tuple[KAdapterModel,
     """Inverse of :func:`save_probe_set` (the backbone is reloaded from its saved name/path unless given)."""
     directory = Path(directory)
     model = KAdapterModel.from_pretrained(directory / "model", backbone=backbone)
-    names = json.loads((directory / "probes.json").read_text())["probes"]
+    names = read_json(directory / "probes.json", required=("probes",))["probes"]
     return model, {name: MaskedLMProbe.from_pretrained(directory / "probes" / folder, model)
                    for folder, name in names.items()}

@@ -12,6 +12,8 @@
 
 ``KADAPTER_PROGRESS`` values: ``plain``; ``bar`` (always a tqdm bar); ``off`` (nothing, not even closing lines);
 unset or ``auto``: as above. ``progress_log(message)`` prints one plain line (any mode but ``off``).
+Where progress is not a live bar, :func:`quiet_library_bars` (called when kadapter is imported) also turns off the
+Hugging Face libraries' own bars (weights loading, ``datasets`` map...), which would be saved as frozen widgets.
 """
 from __future__ import annotations
 
@@ -66,6 +68,25 @@ def _interval() -> float:
     if value < 0:
         raise ValueError(f"environment variable {INTERVAL_ENV}={raw!r}: expected seconds >= 0")
     return value
+
+
+def quiet_library_bars() -> None:
+    """Turn off the progress bars of huggingface_hub, transformers and datasets unless progress is a live bar here
+    (a bad ``KADAPTER_PROGRESS`` is left for :func:`progress_bar` to report)."""
+    try:
+        if progress_mode() == "bar":
+            return
+    except ValueError:
+        return
+    import importlib
+
+    for module, call in (("huggingface_hub.utils", "disable_progress_bars"),
+                         ("transformers.utils.logging", "disable_progress_bar"),
+                         ("datasets", "disable_progress_bars")):
+        try:
+            getattr(importlib.import_module(module), call)()
+        except (ImportError, AttributeError):
+            pass
 
 
 def progress_log(message: str) -> None:
@@ -126,7 +147,8 @@ class PlainProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if not self.disable and now - self.last_print >= self.interval:
+        finished = self.total is not None and self.n >= self.total  # the closing line says it
+        if not self.disable and not finished and now - self.last_print >= self.interval:
             self.last_print = now
             print(self.line(now), flush=True)
 

@@ -16,10 +16,12 @@ The data order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .progress import progress_bar
+
+from .safe_files import DamagedFileError, load_torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -116,6 +120,58 @@ def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+def _hash_item(digest, item) -> None:
+    """Feed one training item (tensors, arrays, numbers, strings, nested lists and dicts) into ``digest``."""
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu()
+        digest.update(f"T{item.dtype}{tuple(item.shape)}".encode())
+        digest.update(item.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if item.numel() else b"")
+    elif isinstance(item, np.ndarray):
+        digest.update(f"A{item.dtype}{item.shape}".encode() + np.ascontiguousarray(item).tobytes())
+    elif isinstance(item, Mapping):
+        digest.update(b"{")
+        for key in sorted(item, key=str):
+            digest.update(repr(key).encode())
+            _hash_item(digest, item[key])
+        digest.update(b"}")
+    elif isinstance(item, (list, tuple)):
+        digest.update(b"[")
+        for value in item:
+            _hash_item(digest, value)
+        digest.update(b"]")
+    else:
+        digest.update(repr(item).encode())
+
+
+def data_fingerprint(data) -> str:
+    """A hash of the training examples' content: what a checkpoint is resumed on must be what it was trained on.
+
+    A dataset may say what it holds itself (a ``fingerprint()`` method or string attribute: the feature cache's
+    rows do); a ``datasets.Dataset`` is hashed from its Arrow data; any other map-style dataset item by item.
+    """
+    own = getattr(data, "fingerprint", None)
+    own = own() if callable(own) else own
+    if isinstance(own, str):
+        return own
+    digest = hashlib.sha256(f"n={len(data)}".encode())
+    try:
+        import datasets
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - both are dependencies
+        datasets = None
+    if datasets is not None and isinstance(data, datasets.Dataset):
+        table = data.with_format("arrow")[:]
+        for batch in table.to_batches(max_chunksize=8192):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, batch.schema) as writer:
+                writer.write_batch(batch)
+            digest.update(sink.getvalue().to_pybytes())
+        return digest.hexdigest()[:16]
+    for index in range(len(data)):
+        _hash_item(digest, data[index])
+    return digest.hexdigest()[:16]
 
 
 def _rng_state() -> dict:
@@ -221,6 +277,7 @@ class Trainer:
                 self.optimizers[name], int(config.warmup_ratio * self.total_steps), self.total_steps)
         self.runs = {name: RunState() for name in self.models}
         self.state = LoopState()
+        self._data_fingerprint: str | None = None  # computed when a checkpoint is written or resumed
 
     # ------------------------------------------------------------------------------------------------ main loop
     @property
@@ -336,7 +393,7 @@ class Trainer:
         for name, run in self.runs.items():
             best = self.output_dir / f"best_{name}.pt"
             if self.config.metric is not None and run.best_epoch is not None:
-                load_trainable_state(self.unwrapped(name), torch.load(best, map_location="cpu"))
+                load_trainable_state(self.unwrapped(name), load_torch(best))
             summary["runs"][name] = asdict(run)
         if self.is_main:
             (self.output_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
@@ -356,6 +413,7 @@ class Trainer:
         if self.is_main:
             atomic_save({
                 "config": asdict(self.config),
+                "data_fingerprint": self.data_fingerprint,
                 "loop": asdict(self.state),
                 "rng": rng,
                 "runs": {name: {"state": asdict(run), "model": trainable_state(self.unwrapped(name)),
@@ -365,12 +423,25 @@ class Trainer:
             }, self.output_dir / CHECKPOINT_NAME)
         self.accelerator.wait_for_everyone()
 
+    @property
+    def data_fingerprint(self) -> str:
+        """:func:`data_fingerprint` of the training data (computed once)."""
+        if self._data_fingerprint is None:
+            self._data_fingerprint = data_fingerprint(self.train_data)
+        return self._data_fingerprint
+
     def load_checkpoint(self) -> None:
-        ckpt = torch.load(self.output_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-        changed = {k: (ckpt["config"][k], getattr(self.config, k)) for k in _RESUME_KEYS
-                   if ckpt["config"][k] != getattr(self.config, k)}
+        path = self.output_dir / CHECKPOINT_NAME
+        ckpt = load_torch(path, weights_only=False)
+        if not isinstance(ckpt, dict) or not {"config", "loop", "rng", "runs"} <= set(ckpt):
+            raise DamagedFileError(path, "not a kadapter training checkpoint (fields config, loop, rng, runs)")
+        changed = {k: (ckpt["config"].get(k), getattr(self.config, k)) for k in _RESUME_KEYS
+                   if ckpt["config"].get(k) != getattr(self.config, k)}
+        saved_data = ckpt.get("data_fingerprint")
+        if saved_data != self.data_fingerprint:
+            changed["training data"] = (saved_data or "not recorded", self.data_fingerprint)
         if changed:
-            raise ValueError(f"{self.output_dir} holds a checkpoint of another run (saved vs now: {changed}); "
+            raise ValueError(f"{path} is a checkpoint of another run (saved vs now: {changed}); "
                              "use a new output_dir or resume=False")
         if set(ckpt["runs"]) != set(self.models):
             raise ValueError(f"checkpoint trains {sorted(ckpt['runs'])}, this run {sorted(self.models)}")
@@ -386,9 +457,40 @@ class Trainer:
         _set_rng_state(ckpt["rng"][self.accelerator.process_index])
         if self.is_main:  # forget what was logged after the checkpoint: those steps are trained again
             path = self.output_dir / METRICS_NAME
-            lines = path.read_text().splitlines() if path.is_file() else []
-            kept = [line for line in lines if json.loads(line)["step"] <= self.state.global_step]
+            kept = [line for line, record in read_metrics(path) if record["step"] <= self.state.global_step]
             path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics(path: str | Path) -> list[tuple[str, dict]]:
+    """``(line, record)`` for every record of a ``metrics.jsonl``.
+
+    A half-written last line (the process died mid-write) is dropped with a warning; a damaged line anywhere else
+    raises :class:`DamagedFileError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    complete = text.endswith("\n")
+    if complete:
+        lines = lines[:-1]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("no integer 'step'")
+        except ValueError as err:
+            if number == len(lines):
+                warnings.warn(f"{path}, line {number}: dropped a half-written last record ({line[:60]!r}); "
+                              "the run was killed while writing it", stacklevel=2)
+                continue
+            raise DamagedFileError(path, f"line {number}: not a metrics record ({err})") from None
+        records.append((line, record))
+    return records
 
 
 def train(models, train_data, config: TrainConfig, **kwargs) -> dict:

@@ -238,6 +238,18 @@ def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
     assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 1_000_000
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_feature_caches_are_deleted_after_a_task_unless_kept(minilm, adapter_dirs, tmp_path, keep):
+    backbone, tokenizer = minilm
+    data = ft.load_task("semeval", limits={"train": 6, "dev": 3, "test": 3})
+    root = tmp_path / "cache"
+    settings = [ft.Setting("+F", {"factual": adapter_dirs["F"]})]
+    results = ft.run_finetuning(data, settings, [0], config(str(root), epochs=1, keep_feature_cache=keep),
+                                tmp_path / "out", backbone, tokenizer)
+    caches = [p.parent for p in root.rglob("meta.json")]
+    assert results["runs"][0]["test"] and len(caches) == (3 if keep else 0)  # train, dev, test
+
+
 def test_learning_rate_grid_is_searched_on_dev_only(minilm, cache_root, tmp_path, monkeypatch):
     backbone, tokenizer = minilm
     data = ft.load_task("openentity", limits=SMALL)
@@ -385,5 +397,10 @@ def test_notebook_smoke_run(tmp_path):
         assert per_task["adapters_untrained"] is True and per_task["summary"] == entry["summary"]
         assert all(e["truncated"] >= 0 for e in per_task["data"]["encoding"].values())
         assert (tmp_path / "out" / f"{task}_chart.html").is_file()
+    # what a person opens later: no progress bar frozen as a widget, every chart works offline
+    from kadapter.saved_outputs import run_problems
+
+    assert run_problems(tmp_path) == []
+    assert (tmp_path / "out" / "plotly.min.js").is_file()
     if "03_finetuning" in PROFILES.get("smoke", {}):
         assert set(PROFILES["smoke"]["03_finetuning"]) <= set(params) | {"output_dir"}

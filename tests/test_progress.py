@@ -130,3 +130,17 @@ def test_trainer_lines_name_the_run(tmp_path):
                 assert any(line.startswith(f"[{who}] epoch {epoch}/2 dev: loss=") for line in lines), lines
         assert lines[-1].startswith(f"[{desc}] 6/6 (100%) done in ")
         assert not any(line.startswith("epoch ") or " model:" in line for line in lines)
+
+
+def test_library_bars_are_quiet_in_plain_mode(tmp_path, minilm_path):
+    code = f"""
+        import kadapter
+        from kadapter import load_backbone
+        load_backbone({minilm_path!r})
+        print("loaded")
+    """
+    plain = run_python(code, tmp_path, KADAPTER_PROGRESS="plain")
+    assert plain.returncode == 0, plain.stderr
+    assert "Loading weights" not in plain.stderr + plain.stdout and plain.stdout.strip() == "loaded"
+    bar = run_python(code, tmp_path, KADAPTER_PROGRESS="bar")  # the control: transformers does draw one
+    assert bar.returncode == 0 and "Loading weights" in bar.stderr

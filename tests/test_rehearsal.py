@@ -38,9 +38,10 @@ def test_rehearsal_profiles_are_the_paper_profile_with_data_cut():
 
 def test_paper_profile_pretraining_settings_are_the_papers():
     pre = PROFILES["paper"]["02_adapter_pretraining"]
-    factual = {**{k: pre[k] for k in ("learning_rate", "batch_size", "epochs", "max_length")},
-               **pre["kind_overrides"]["factual"]}
-    linguistic = {**factual, **pre["kind_overrides"]["linguistic"]}
+    overrides = {kind: {k: v for k, v in values.items() if k != "keep_feature_cache"}  # disk, not a setting
+                 for kind, values in pre["kind_overrides"].items()}
+    factual = {**{k: pre[k] for k in ("learning_rate", "batch_size", "epochs", "max_length")}, **overrides["factual"]}
+    linguistic = {**factual, **overrides["linguistic"]}
     assert factual == {"learning_rate": 2e-5, "batch_size": 128, "epochs": 5, "max_length": 64, "weight_decay": 0.0}
     assert linguistic == {"learning_rate": 1e-5, "batch_size": 256, "epochs": 10, "max_length": 128,
                           "weight_decay": 0.0}
@@ -81,6 +82,11 @@ def test_narrow_rehearsal_runs_every_stage(tmp_path):
         trained = [r["setting"] for r in result["summary"] if r["setting"].endswith("| backbone trained")]
         assert trained == ["backbone | backbone trained", "+F | backbone trained", "+F+L | backbone trained"], task
         assert not result["adapters_untrained"]
+    # the paper profile frees its feature caches once a stage is done with them (disk): 02's per kind, 03's per task
+    for kind in ("factual", "linguistic"):
+        kind_results = json.loads((run_dir / "02_adapter_pretraining" / kind / "results.json").read_text())
+        assert all(not Path(c["path"]).exists() for c in kind_results["cache"].values())
+    assert not list((tmp_path / "cache").rglob("meta.json"))
     # no optimizer state or per-epoch copies left in the run folder
     assert not list(run_dir.glob("03_finetuning/**/*.pt")) and not list(run_dir.glob("02_adapter_pretraining/**/*.pt"))
     # probing on the RoBERTa tokenizer, with the checkpoint's own MLM head
