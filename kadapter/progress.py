@@ -147,7 +147,8 @@ class PlainProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if not self.disable and now - self.last_print >= self.interval:
+        finished = self.total is not None and self.n >= self.total  # the closing line says it
+        if not self.disable and not finished and now - self.last_print >= self.interval:
             self.last_print = now
             print(self.line(now), flush=True)
 

@@ -229,7 +229,7 @@ def test_notebook_05_standalone_trains_its_probes(tmp_path, monkeypatch):
         tmp_path / "factual")
     out = tmp_path / "out"
     executed, notebook = run_05(tmp_path, monkeypatch, {
-        "probe_set": None, "factual_adapter": str(tmp_path / "factual"), "output_dir": str(out),
+        "probe_set": None, "backbone": None, "factual_adapter": str(tmp_path / "factual"), "output_dir": str(out),
         "corpus_sentences": 40, "k": 3, "prompts": ["Ravens can [MASK]."]})
     results = json.loads((out / "results.json").read_text())
     assert results["widget_matches_library"] is True

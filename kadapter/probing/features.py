@@ -1,0 +1,90 @@
+"""Frozen features at the predicting positions (shared by the masked and the causal probe), the probe output, and the
+general-English corpus probe heads are trained on.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+BACKBONE_SOURCE = "backbone"  # key of the backbone's last hidden state among the feature sources
+
+
+# =====================================================================================================================
+# Features at masked positions
+# =====================================================================================================================
+@dataclass
+class MaskedFeatures:
+    """Frozen features at masked positions: what probe heads train and predict on.
+
+    ``sources[BACKBONE_SOURCE]`` is the backbone's last hidden state, ``sources[name]`` adapter ``name``'s output,
+    each (N, hidden); ``labels`` the gold token ids (N,); ``groups`` which sentence / fact each row comes from.
+    """
+
+    sources: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    groups: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, rows: torch.Tensor | Sequence[int]) -> "MaskedFeatures":
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return MaskedFeatures({k: v[rows] for k, v in self.sources.items()}, self.labels[rows], self.groups[rows])
+
+    def split_by_group(self, dev_fraction: float, seed: int = 0) -> tuple["MaskedFeatures", "MaskedFeatures"]:
+        """Train/dev split by whole sentences (no sentence has masked tokens on both sides)."""
+        groups = sorted(set(self.groups.tolist()))
+        random.Random(seed).shuffle(groups)
+        dev_groups = set(groups[:max(1, round(dev_fraction * len(groups)))])
+        is_dev = torch.tensor([g in dev_groups for g in self.groups.tolist()])
+        return self.subset(torch.nonzero(~is_dev).flatten()), self.subset(torch.nonzero(is_dev).flatten())
+
+
+
+@dataclass
+class ProbeOutput:
+    logits: torch.Tensor  # (positions, vocabulary)
+    loss: torch.Tensor | None = None
+
+
+
+# =====================================================================================================================
+# The probe-head training corpus
+# =====================================================================================================================
+CORPUS_SOURCES = {
+    "ud_ewt_train": "Universal Dependencies English Web Treebank v2.16, train sentences (web text)",
+    "semeval_train": "SemEval-2010 Task 8 training sentences (entity markers removed)",
+}
+
+
+def general_corpus(num_sentences: int | None = None, sources: Sequence[str] = ("ud_ewt_train", "semeval_train"),
+                   seed: int = 0, min_words: int = 4) -> tuple[list[str], dict]:
+    """General English sentences for probe-head training: not LAMA evidence, not Wikipedia fact sentences.
+
+    Sentences of fewer than ``min_words`` words are left out (counted), the rest shuffled with ``seed`` and the first
+    ``num_sentences`` (all if None) returned with a description of what was used.
+    """
+    texts, counts, short = [], {}, 0
+    for source in sources:
+        if source == "ud_ewt_train":
+            from data_prep.dependency import load_ud_ewt
+
+            word_lists = load_ud_ewt("train")[0]["words"]
+        elif source == "semeval_train":
+            from data_prep.eval_sets import load_semeval2010
+
+            word_lists = load_semeval2010("train")[0]["tokens"]
+        else:
+            raise ValueError(f"unknown corpus source {source!r}; known: {sorted(CORPUS_SOURCES)}")
+        sentences = [" ".join(words) for words in word_lists if len(words) >= min_words]
+        short += len(word_lists) - len(sentences)
+        counts[source] = len(sentences)
+        texts.extend(sentences)
+    random.Random(seed).shuffle(texts)
+    chosen = texts if num_sentences is None else texts[:num_sentences]
+    return chosen, {"sources": {s: CORPUS_SOURCES[s] for s in sources}, "available": counts,
+                    "skipped_shorter_than_min_words": short, "min_words": min_words,
+                    "used": len(chosen), "shuffle_seed": seed}

@@ -1,0 +1,85 @@
+"""The probe recipe for a model's kind, behind one interface, so notebook 04 reads the same for MiniLM and Gemma.
+
+- :class:`MaskedRecipe` (encoders): a BERT-style masked-LM head tied to the frozen embeddings, over the concat
+  fusion, trained with masked-LM cross-entropy on the masked general corpus; the reference row is the checkpoint's
+  own MLM head where it has one.
+- :class:`CausalRecipe` (causal LMs): the model's own tied LM head over a residual fusion that starts as the
+  identity, trained with the next-token objective on the same general corpus; the reference row is the untouched
+  backbone with its own head; LAMA asks the next token after the template's prefix.
+
+:func:`probe_recipe` picks one from the model. It is the only place the probing code asks which kind a backbone is.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..model import KAdapterModel
+from . import causal, masked
+from .features import MaskedFeatures
+from .vocabulary import CandidateVocabulary
+
+
+def is_causal_lm(model: KAdapterModel) -> bool:
+    """True for a decoder-only LM backbone (:mod:`kadapter.backbone_kind` decides)."""
+    return bool(model.kind.causal)
+
+
+class MaskedRecipe:
+    kind = "masked"
+    reference_name = "backbone (own MLM head)"
+    description = ("masked-LM probe head (dense -> GELU -> LayerNorm -> decoder tied to the frozen embeddings) over "
+                   "the concat fusion, trained with masked-LM cross-entropy on the masked general corpus")
+
+    def corpus_features(self, model: KAdapterModel, texts: Sequence[str], *, max_length: int = 64,
+                        mask_prob: float = 0.15, masking_seed: int = 0, cache_root: str | Path | None = None,
+                        candidates: CandidateVocabulary | None = None) -> MaskedFeatures:
+        return masked.masked_corpus_features(model, texts, mask_prob=mask_prob, masking_seed=masking_seed,
+                                             max_length=max_length, cache_root=cache_root)
+
+    def builder(self, data: MaskedFeatures | None = None, candidates: CandidateVocabulary | None = None):
+        return masked.build_probe
+
+    evaluate = staticmethod(masked.masked_token_accuracy)
+
+    def reference_probe(self, model: KAdapterModel):
+        """The checkpoint's own MLM head as a probe; ``ValueError`` when it has none (MiniLM)."""
+        head = masked.pretrained_mlm_head(model, model.identity.name_or_path)
+        return masked.build_probe(model, [], head=head, recipe={"recipe": "pretrained"})
+
+    def lama_probe(self, model: KAdapterModel, probes: Mapping, facts: Sequence[dict], *, cache_root=None, **kw):
+        return masked.lama_probe(model, probes, facts, cache_root=cache_root, **kw)
+
+
+class CausalRecipe:
+    kind = "causal"
+    reference_name = "backbone (own LM head, untouched)"
+    description = ("the model's own tied LM head over a residual fusion h + W[rms(h); rms(adapters)] that starts as "
+                   "the identity (W = 0), trained with the next-token objective on the general corpus (softmax over "
+                   "the training vocabulary: every target token + the ranking candidates), same steps, batches and "
+                   "seeds for every variant")
+
+    def corpus_features(self, model: KAdapterModel, texts: Sequence[str], *, max_length: int = 64,
+                        cache_root: str | Path | None = None, **_) -> MaskedFeatures:
+        return causal.causal_corpus_features(model, texts, max_length=max_length, states_root=cache_root)
+
+    def builder(self, data: MaskedFeatures, candidates: CandidateVocabulary | None = None):
+        vocab = causal.training_vocabulary(data, candidates)
+
+        def build(model, names, **kw):
+            return causal.build_causal_probe(model, names, loss_token_ids=vocab, **kw)
+
+        return build
+
+    evaluate = staticmethod(causal.next_token_accuracy)
+
+    def reference_probe(self, model: KAdapterModel):
+        return causal.own_head_probe(model)
+
+    def lama_probe(self, model: KAdapterModel, probes: Mapping, facts: Sequence[dict], *, cache_root=None, **kw):
+        return causal.causal_lama_probe(model, probes, facts, states_root=cache_root, **kw)
+
+
+def probe_recipe(model: KAdapterModel) -> MaskedRecipe | CausalRecipe:
+    """The probe recipe for ``model``'s kind of backbone."""
+    return CausalRecipe() if is_causal_lm(model) else MaskedRecipe()
