@@ -177,6 +177,7 @@ def test_causal_probe_set_roundtrip(tiny, tmp_path):
         probe.fusion.proj.weight.normal_()
     save_probe_set(tiny, {"+factual": probe, "own": own_head_probe(tiny)}, tmp_path / "set")
     model, probes = load_probe_set(tmp_path / "set", backbone=tiny.backbone)
+    model.tokenizer = model.tokenizer or tiny.tokenizer  # the tiny random backbone has no folder to load one from
     assert isinstance(probes["+factual"], CausalLMProbe)
     text = "The capital of France is [MASK]."
     assert compare_topk(model, probes, text, k=5) == compare_topk(tiny, {"+factual": probe,
