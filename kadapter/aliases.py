@@ -75,6 +75,7 @@ def gemma_270m_path(root: str | Path | None = None, log=None) -> Path:
     started = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{GEMMA_270M}.tmp-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary cache folder
     try:
         _convert(package, tmp)
         try:

