@@ -271,6 +271,8 @@ def run_pipeline(
     profile = recorded or profile or "smoke"
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    if not only:  # a profile runs the stages it lists (the gemma profile has no fine-tuning stage)
+        stages = [s for s in stages if s.name in PROFILES[profile]]
     merged = {stage: dict(values) for stage, values in summary.get("overrides", {}).items()}
     for stage, values in (overrides or {}).items():
         merged.setdefault(stage, {}).update(values)
