@@ -3,7 +3,9 @@
 A *setting* says what is trained on top of the backbone (:class:`Setting`): backbone only, ``+F``, ``+L``, ``+F+L``,
 the "w/o knowledge" controls (same adapter architecture, fresh initialisation, frozen or trained) and the
 trivial ``majority`` baseline. :func:`run_finetuning` runs every setting with every seed on one task and returns a
-JSON-ready results dict; :func:`results_table` and :func:`kadapter.plotting.results_bar_chart` show it.
+JSON-ready results dict; :func:`results_table` and :func:`kadapter.plotting.results_bar_chart` show it. The tasks
+themselves (loading, encoding, scoring) are :mod:`kadapter.finetuning_tasks`; tables and verdicts are
+:mod:`kadapter.finetuning_results` (both importable from here too).
 
 Why it is cheap where it can be: with the backbone *and* the adapters frozen, their outputs are fixed, and the fusion
 is position-wise, so the fused vector at a position depends only on the backbone's and the adapters' vectors at
@@ -19,11 +21,9 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 import re
 import time
 import zlib
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,194 +36,25 @@ from torch import nn
 from .adapter import CONFIG_NAME, KnowledgeAdapter
 from .backbone import BackboneFeatures, backbone_identity, load_backbone
 from .cache import FeatureCache
-from .baselines import MajorityBaseline, as_label_set
+from .baselines import MajorityBaseline
 from .config import AdapterConfig, FusionConfig
-from .encoding import (EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset,
-                       encoding_fingerprint)
 from .fusion import Fusion
 from .heads import EntityTypingHead, MultipleChoiceHead, RelationClassificationHead
-from .metrics import (accuracy, classification_metrics, entity_typing_metrics, logits_to_label_sets, mean_std,
-                      semeval_official_score, tacred_metrics)
+from .metrics import logits_to_label_sets
 from .model import KAdapterModel
 from .progress import progress_bar
 from .training import TrainConfig, train
+# Tasks and results live in their own modules; their names stay importable from here.
+from .finetuning_tasks import (ENTITY_TYPING, MULTIPLE_CHOICE, RELATION, SPLITS, TASKS, TaskData,  # noqa: F401
+                               TaskSpec, encode_task, load_task, score)
+from .finetuning_results import (PAPER_REFERENCE, compare, knowledge_verdicts, paper_reference,  # noqa: F401
+                                 results_table, summarize)
 
-ENTITY_TYPING, RELATION, MULTIPLE_CHOICE = "entity_typing", "relation_classification", "multiple_choice"
 #: Short letters used in setting names, and the adapter names they stand for.
 ADAPTER_LETTERS = {"F": "factual", "L": "linguistic"}
 RESULTS_NAME = "results.json"
-SPLITS = ("train", "dev", "test")
 
 
-# ====================================================================================================== tasks
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    kind: str  # ENTITY_TYPING | RELATION | MULTIPLE_CHOICE
-    metric: str  # the headline metric: model selection on dev and the results table
-    metric_label: str
-    negative_label: str | None = None  # the relation that means "no relation" (not scored as a class)
-
-
-TASKS = {
-    "openentity": TaskSpec("openentity", ENTITY_TYPING, "micro_f1", "OpenEntity loose micro-F1"),
-    "semeval": TaskSpec("semeval", RELATION, "macro_f1",
-                        "SemEval-2010 Task 8 official macro-F1 (9 relations, direction counted, Other excluded)",
-                        negative_label="Other"),
-    "fewrel": TaskSpec("fewrel", RELATION, "accuracy", "FewRel (val_wiki, 16-way supervised) accuracy"),
-    "tacred": TaskSpec("tacred", RELATION, "f1", "TACRED micro-F1 (no_relation excluded)",
-                       negative_label="no_relation"),
-    "cosmosqa": TaskSpec("cosmosqa", MULTIPLE_CHOICE, "accuracy", "CosmosQA accuracy (4-way)"),
-}
-
-
-def score(task: TaskSpec, gold: Sequence, pred: Sequence) -> dict[str, float]:
-    """The task's metrics on aligned gold/predicted labels (names, label sets or answer indices)."""
-    if task.kind == ENTITY_TYPING:
-        return entity_typing_metrics(gold, pred)
-    if task.kind == MULTIPLE_CHOICE:
-        return {"accuracy": accuracy(gold, pred)}
-    if task.name == "semeval":
-        return {**semeval_official_score(gold, pred), "accuracy": accuracy(gold, pred)}
-    if task.name == "tacred":
-        return {**tacred_metrics(gold, pred, task.negative_label), "accuracy": accuracy(gold, pred)}
-    return classification_metrics(gold, pred)
-
-
-# ========================================================================================================= data
-@dataclass
-class TaskData:
-    """Raw train/dev/test records of one task, its label names, and how every split was made."""
-
-    task: TaskSpec
-    splits: DatasetDict
-    labels: list[str] | None  # entity types / relations in head order; None for multiple choice
-    provenance: dict = field(default_factory=dict)
-
-    def gold(self, split: str) -> list:
-        """Gold labels as the metrics want them: label sets, relation names or answer indices."""
-        column = self.splits[split]["labels" if self.task.kind == ENTITY_TYPING else
-                                    "relation" if self.task.kind == RELATION else "label"]
-        return [as_label_set(x) for x in column] if self.task.kind == ENTITY_TYPING else list(column)
-
-
-def _random_split(dataset: Dataset, size: int | float, seed: int) -> tuple[Dataset, Dataset]:
-    """(rest, held-out) with `size` examples (or that fraction) held out at random."""
-    n = len(dataset)
-    k = int(round(size * n)) if isinstance(size, float) else int(size)
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return dataset.select(sorted(order[k:])), dataset.select(sorted(order[:k]))
-
-
-def _cap(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
-    if limit is None or limit >= len(dataset):
-        return dataset
-    return _random_split(dataset, limit, seed)[1]
-
-
-def load_task(name: str, *, limits: Mapping[str, int | None] | None = None, dev_fraction: float = 0.1,
-              test_fraction: float = 0.2, data_seed: int = 0) -> TaskData:
-    """Train/dev/test for a task, the same for every setting and seed (splits and subsamples use `data_seed`).
-
-    * ``openentity``: the official ERNIE-format train/dev/test (1,998 each); 9 types from ``tags.txt``.
-    * ``semeval``: official train (8,000) minus a random ``dev_fraction`` held out as dev; official test (2,717).
-    * ``fewrel``: ``val_wiki`` (11,200, 16 relations) split at random into train / dev / test.
-    * ``tacred``: the public 60-example TACRED sample (train/dev/test of 20): a format check, not an experiment.
-    * ``cosmosqa``: the labelled dev set split *by context* into train / dev / test (no context in two splits).
-
-    ``limits`` caps each split by random subsampling, e.g. ``{"train": 1000}``; what was done is recorded.
-    """
-    from data_prep import eval_sets as es
-
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
-    task, reports, how = TASKS[name], {}, ""
-    if name == "openentity":
-        parts = {}
-        for split in ("train", "dev", "test"):
-            parts[split], reports[split] = es.load_openentity(split)
-        labels = es.openentity_types()
-        how = "official ERNIE-format train/dev/test"
-    elif name == "semeval":
-        full, reports["train"] = es.load_semeval2010("train")
-        train, dev = _random_split(full, dev_fraction, data_seed)
-        test, reports["test"] = es.load_semeval2010("test")
-        parts = {"train": train, "dev": dev, "test": test}
-        labels = list(es.SEMEVAL_LABELS)
-        how = f"official train minus a random {dev_fraction:.0%} dev (seed {data_seed}); official test"
-    elif name == "fewrel":
-        full, reports["all"] = es.load_fewrel("val_wiki")
-        rest, test = _random_split(full, test_fraction, data_seed)
-        train, dev = _random_split(rest, dev_fraction / (1 - test_fraction), data_seed + 1)
-        parts = {"train": train, "dev": dev, "test": test}
-        labels = sorted(set(full["relation"]))
-        how = f"val_wiki split at random {1 - dev_fraction - test_fraction:.0%}/{dev_fraction:.0%}/" \
-              f"{test_fraction:.0%} (seed {data_seed})"
-    elif name == "tacred":
-        parts = {}
-        for split in ("train", "dev", "test"):
-            parts[split], reports[split] = es.load_tacred_sample(split)
-        labels = sorted({r for d in parts.values() for r in d["relation"]})
-        how = "the public 60-example TACRED sample (format fixture; the full set is LDC-licensed)"
-    else:  # cosmosqa
-        full, reports["all"] = es.load_cosmosqa()
-        outer = es.split_by_context(full, test_size=test_fraction, seed=data_seed)
-        inner = es.split_by_context(outer["train"], test_size=dev_fraction / (1 - test_fraction), seed=data_seed + 1)
-        parts = {"train": inner["train"], "dev": inner["test"], "test": outer["test"]}
-        labels = None
-        how = f"official dev set split by context into train/dev/test (~{1 - dev_fraction - test_fraction:.0%}/" \
-              f"{dev_fraction:.0%}/{test_fraction:.0%}, seed {data_seed})"
-    sizes = {split: len(d) for split, d in parts.items()}
-    limits = dict(limits or {})
-    parts = {split: _cap(d, limits.get(split), data_seed + 7) for split, d in parts.items()}
-    provenance = {
-        "task": name, "splits": how, "full_sizes": sizes, "used_sizes": {s: len(d) for s, d in parts.items()},
-        "subsampled": {s: f"{len(d)} of {sizes[s]}, random (seed {data_seed + 7})"
-                       for s, d in parts.items() if len(d) < sizes[s]},
-        "skipped": {s: r.to_dict() for s, r in reports.items()},
-    }
-    return TaskData(task, DatasetDict(parts), labels, provenance)
-
-
-# ===================================================================================================== encoding
-def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[DatasetDict, dict[str, dict]]:
-    """Every split as model inputs with ``positions`` (the sequence positions the head reads) and ``labels``.
-
-    Returns the encoded splits and, per split, :class:`EncodingStats` as a dict (how many inputs were truncated
-    around their markers so that the markers survive).
-    """
-    kind, label2id = data.task.kind, {label: i for i, label in enumerate(data.labels or [])}
-    encoded, stats = {}, {}
-    for split, records in data.splits.items():
-        if kind == RELATION:
-            enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id)
-            enc = enc.map(lambda r: {"positions": [r["subj_pos"], r["obj_pos"]]},
-                          remove_columns=["subj_pos", "obj_pos"], desc="positions",
-                          new_fingerprint=f"{enc._fingerprint}-positions"[:64])
-        elif kind == ENTITY_TYPING:
-            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
-                                                        "entity_pos"),
-                              remove_columns=records.column_names, desc="encode entity typing",
-                              new_fingerprint=encoding_fingerprint(records, "entity_typing", tokenizer, max_length,
-                                                                   label2id))
-            st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
-                               label_counts=dict(sorted(Counter(t for ls in records["labels"] for t in ls).items())))
-        else:
-            enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
-                                                               max_length, r["label"]),
-                              remove_columns=records.column_names, desc="encode multiple choice",
-                              new_fingerprint=encoding_fingerprint(records, "multiple_choice", tokenizer, max_length,
-                                                                   None))
-            st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
-                               label_counts=dict(sorted(Counter(records["label"]).items())))
-        encoded[split], stats[split] = enc, st.to_dict()
-    return DatasetDict(encoded), stats
-
-
-def _with_positions(encoded: dict, key: str) -> dict:
-    encoded["positions"] = [encoded.pop(key)]
-    return encoded
 
 
 # ===================================================================================================== settings
@@ -943,123 +774,6 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
-
-
-# ====================================================================================================== results
-def summarize(runs: Sequence[Mapping], metric: str, order: Sequence[str] | None = None) -> list[dict]:
-    """Per setting: mean ± std (sample std over seeds) of the headline metric on dev and test."""
-    by_setting: dict[str, list] = {}
-    for run in runs:
-        by_setting.setdefault(run["setting"], []).append(run)
-    rows = []
-    for name in order or list(by_setting):
-        group = by_setting.get(name, [])
-        if not group:
-            continue
-        row = {"setting": name, "n_seeds": len(group), "seeds": [r["seed"] for r in group],
-               "trainable_parameters": group[0].get("trainable_parameters", 0)}
-        for split in ("dev", "test"):
-            row[f"{split}_mean"], row[f"{split}_std"] = mean_std([r[split][metric] for r in group])
-            row[f"{split}_values"] = [r[split][metric] for r in group]
-        rows.append(row)
-    return rows
-
-
-def results_table(results: Mapping, percent: bool = True):
-    """A pandas table: one row per setting, dev and test as ``mean ± std`` (percent), seeds, trainable params."""
-    import pandas as pd
-
-    settings = {s["name"]: Setting.from_dict(s) for s in results["settings"]}
-    scale = 100.0 if percent else 1.0
-    rows = []
-    for row in results["summary"]:
-        s = settings[row["setting"]]
-        rows.append({
-            "setting": row["setting"],
-            "knowledge": "—" if s.baseline or not s.adapters else ("pre-trained" if s.knowledge else "none (random)"),
-            "adapters": "—" if not s.adapters else ("trained" if s.adapters_trainable else "frozen"),
-            "backbone": "—" if s.baseline else ("trained" if s.backbone_trainable else "frozen"),
-            f"dev {results['metric']}": f"{scale * row['dev_mean']:.2f} ± {scale * row['dev_std']:.2f}",
-            f"test {results['metric']}": f"{scale * row['test_mean']:.2f} ± {scale * row['test_std']:.2f}",
-            "seeds": row["n_seeds"],
-            "trainable params": row["trainable_parameters"],
-        })
-    return pd.DataFrame(rows).set_index("setting")
-
-
-# ============================================================================================ paper reference
-#: Published numbers, RoBERTa-large with the backbone fine-tuned: a different backbone and setting from ours.
-PAPER_REFERENCE = {
-    "source": "Wang et al., K-Adapter (Findings of ACL 2021); 'w/o knowledge' row from the paper's ACL version",
-    "backbone": "RoBERTa-large (355M parameters), fully fine-tuned",
-    "note": "Different backbone and training setting from ours: shown for orientation only, not as a target.",
-    "tasks": {
-        "openentity": {"metric": "micro_f1", "split": "test",
-                       "values": {"backbone": 76.23, "+F": 77.53, "+F+L": 77.61,
-                                  "+F (w/o knowledge, frozen)": 76.17},
-                       "paper_labels": {"backbone": "RoBERTa", "+F": "K-Adapter (F)", "+F+L": "K-Adapter (F+L)",
-                                        "+F (w/o knowledge, frozen)": "K-Adapter (w/o knowledge)"}},
-        "tacred": {"metric": "f1", "split": "test", "values": {"backbone": 71.25, "+F": 71.89, "+F+L": 72.04},
-                   "paper_labels": {"backbone": "RoBERTa", "+F": "K-Adapter (F)", "+F+L": "K-Adapter (F+L)"}},
-        "cosmosqa": {"metric": "accuracy", "split": "dev (official; our test is a part of it)",
-                     "values": {"backbone": 80.59, "+F": 80.93, "+F+L": 81.83},
-                     "paper_labels": {"backbone": "RoBERTa", "+F": "K-Adapter (F)", "+F+L": "K-Adapter (F+L)"}},
-    },
-}
-
-
-def paper_reference(task: str) -> dict | None:
-    """The paper's numbers for `task` with their caveats, or None when the paper reports none (SemEval, FewRel)."""
-    entry = PAPER_REFERENCE["tasks"].get(task)
-    if entry is None:
-        return None
-    return {k: PAPER_REFERENCE[k] for k in ("source", "backbone", "note")} | entry
-
-
-# ========================================================================================= reading the results
-def compare(results: Mapping, a: str, b: str, split: str = "test") -> dict | None:
-    """``a`` minus ``b`` on the headline metric (points), against the seed spread sqrt(std_a² + std_b²).
-
-    A difference inside the spread is no evidence either way. None when a setting is missing.
-    """
-    rows = {row["setting"]: row for row in results["summary"]}
-    if a not in rows or b not in rows:
-        return None
-    diff = 100 * (rows[a][f"{split}_mean"] - rows[b][f"{split}_mean"])
-    spread = 100 * float(np.hypot(rows[a][f"{split}_std"], rows[b][f"{split}_std"]))
-    return {"a": a, "b": b, "split": split, "difference": diff, "spread": spread,
-            "beyond_spread": abs(diff) > spread, "n_seeds": (rows[a]["n_seeds"], rows[b]["n_seeds"])}
-
-
-def knowledge_verdicts(results: Mapping, split: str = "test") -> list[str]:
-    """One sentence per comparison: did an adapter beat the backbone, and did *knowledge* (not the added capacity)
-    help, judged against the matching "w/o knowledge" control and the seed spread."""
-    metric = results["metric"]
-    names = {row["setting"] for row in results["summary"]}
-    lines = []
-
-    def sentence(c: dict, what: str) -> str:
-        if c["beyond_spread"]:
-            verdict = "helps" if c["difference"] > 0 else f"no — {c['b']} is better"
-        else:
-            verdict = "no evidence either way (within the seed spread)"
-        return (f"{c['a']} vs {c['b']}: {c['difference']:+.2f} points {split} {metric} "
-                f"(seed spread ±{c['spread']:.2f}) — {what}: {verdict}.")
-
-    for combo in [n for n in ("+F", "+L", "+F+L") if n in names]:
-        c = compare(results, combo, "backbone", split)
-        if c:
-            lines.append(sentence(c, "adapters over the backbone alone"))
-        for control in (f"{combo} (w/o knowledge, frozen)", f"{combo} (w/o knowledge, trained)"):
-            c = compare(results, combo, control, split)
-            if c:
-                lines.append(sentence(c, "knowledge rather than capacity"))
-        # Both adapters trained on the task, same capacity: only the starting point (knowledge or a random draw)
-        # differs — the cleanest test of what the pre-trained knowledge is worth.
-        c = compare(results, f"{combo} (adapters trained)", f"{combo} (w/o knowledge, trained)", split)
-        if c:
-            lines.append(sentence(c, "knowledge as the starting point of a trained adapter"))
-    return lines
 
 
 def resolve_adapter_dirs(paths: Mapping[str, str | Path | None], backbone, stand_in: Mapping | None = None,
