@@ -29,22 +29,18 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
-from .. import __version__
 from ..adapter import load_state_strict
-from ..config import BackboneIdentity, write_json
+from ..config import BackboneIdentity
 from ..model import KAdapterModel
 from ..safe_files import load_safetensors, read_json
-from .features import BACKBONE_SOURCE, MaskedFeatures, ProbeOutput
+from .features import BACKBONE_SOURCE, PROBE_CONFIG_NAME, PROBE_WEIGHTS_NAME, MaskedFeatures, ProbeOutput, save_probe
 from .states import CausalStates, causal_forward
 from .vocabulary import CandidateVocabulary, full_vocabulary
 
 SUBJECT_SLOT, OBJECT_SLOT = "[X]", "[Y]"
 MASK_PLACEHOLDER = "[MASK]"
-PROBE_CONFIG_NAME = "probe_config.json"
-PROBE_WEIGHTS_NAME = "probe.safetensors"
 _AFTER_OBJECT_OK = set(string.punctuation) | set(string.whitespace)
 
 
@@ -230,15 +226,9 @@ class CausalLMProbe(nn.Module):
         return causal_predict_topk(model, self, text, k, vocabulary)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-                  str(directory / PROBE_WEIGHTS_NAME))
-        write_json(directory / PROBE_CONFIG_NAME, {
-            "kadapter_version": __version__, "kind": self.kind, "adapter_names": self.adapter_names,
-            "fusion": "residual (identity at start)", "head": self.head.config(), "recipe": self.recipe,
-            "backbone": self.identity.to_dict()})
-        return directory
+        return save_probe(self, directory, {
+            "kind": self.kind, "adapter_names": self.adapter_names, "fusion": "residual (identity at start)",
+            "head": self.head.config(), "recipe": self.recipe, "backbone": self.identity.to_dict()})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "CausalLMProbe":

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..config import write_json
 
 BACKBONE_SOURCE = "backbone"  # key of the backbone's last hidden state among the feature sources
 
@@ -48,6 +53,21 @@ class MaskedFeatures:
 class ProbeOutput:
     logits: torch.Tensor  # (positions, vocabulary)
     loss: torch.Tensor | None = None
+
+
+PROBE_CONFIG_NAME = "probe_config.json"
+PROBE_WEIGHTS_NAME = "probe.safetensors"
+
+
+def save_probe(probe: torch.nn.Module, directory, config: dict):
+    """A probe directory, whatever its kind: probe_config.json (``config`` + the library version) and
+    probe.safetensors (its state dict)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
+              str(directory / PROBE_WEIGHTS_NAME))
+    write_json(directory / PROBE_CONFIG_NAME, {"kadapter_version": __version__, **config})
+    return directory
 
 
 

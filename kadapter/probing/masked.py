@@ -21,25 +21,22 @@ live in their own modules of this package.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .. import __version__
 from ..adapter import load_state_strict
 from ..backbone import BackboneFeatures, extract_features
-from ..config import BackboneIdentity, FusionConfig, write_json
+from ..config import BackboneIdentity, FusionConfig
 from ..fusion import Fusion
 from ..safe_files import load_safetensors, read_json
 from ..model import KAdapterModel
-from .features import BACKBONE_SOURCE, MaskedFeatures, ProbeOutput
+from .features import BACKBONE_SOURCE, PROBE_CONFIG_NAME, PROBE_WEIGHTS_NAME, MaskedFeatures, ProbeOutput, save_probe
 from .ranking import score_lama
 from .vocabulary import CandidateVocabulary, candidate_vocabulary, full_vocabulary, select_facts
 
@@ -49,8 +46,6 @@ except ImportError:  # until kadapter.progress lands
     from tqdm.auto import tqdm as progress_bar
 
 MASK_PLACEHOLDER = "[MASK]"  # the mask in templates and demo prompts; replaced by the tokenizer's own mask token
-PROBE_CONFIG_NAME = "probe_config.json"
-PROBE_WEIGHTS_NAME = "probe.safetensors"
 
 
 # =====================================================================================================================
@@ -362,14 +357,9 @@ class MaskedLMProbe(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """probe_config.json (adapters read, fusion mode, head shape, recipe, backbone) + probe.safetensors."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / PROBE_WEIGHTS_NAME))
-        write_json(directory / PROBE_CONFIG_NAME, {
-            "kadapter_version": __version__, "adapter_names": self.adapter_names, "fusion": self.fusion.config.mode,
-            "head": self.head.config(), "recipe": self.recipe, "backbone": self.identity.to_dict()})
-        return directory
+        return save_probe(self, directory, {
+            "adapter_names": self.adapter_names, "fusion": self.fusion.config.mode, "head": self.head.config(),
+            "recipe": self.recipe, "backbone": self.identity.to_dict()})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "MaskedLMProbe":

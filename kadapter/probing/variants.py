@@ -3,7 +3,6 @@ variant side by side, and saving / loading a set of probes.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
