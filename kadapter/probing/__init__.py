@@ -21,9 +21,10 @@ from .causal import (
     cloze_prefix, next_token_accuracy, object_is_last, own_head_probe, prefix_facts, prefix_ids, template_prefix,
     training_vocabulary,
 )
-from .features import BACKBONE_SOURCE, CORPUS_SOURCES, MaskedFeatures, ProbeOutput, general_corpus
+from .features import (BACKBONE_SOURCE, CORPUS_SOURCES, PROBE_CONFIG_NAME, PROBE_WEIGHTS_NAME, MaskedFeatures,
+                       ProbeOutput, general_corpus)
 from .masked import (
-    MASK_PLACEHOLDER, PROBE_CONFIG_NAME, PROBE_WEIGHTS_NAME, MaskedLMProbe, MaskedLMProbeHead, build_probe,
+    MASK_PLACEHOLDER, MaskedLMProbe, MaskedLMProbeHead, build_probe,
     compare_topk, encode_cloze, lama_features, lama_probe, mask_tokens, masked_corpus_features,
     masked_position_features, masked_token_accuracy, pad_batch, position_features, predict_topk,
     pretrained_mlm_head, special_token_frame,

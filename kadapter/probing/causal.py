@@ -31,11 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapter import load_state_strict
 from ..config import BackboneIdentity
 from ..model import KAdapterModel
-from ..safe_files import load_safetensors, read_json
-from .features import BACKBONE_SOURCE, PROBE_CONFIG_NAME, PROBE_WEIGHTS_NAME, MaskedFeatures, ProbeOutput, save_probe
+from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, load_probe_weights, read_probe_config,
+                       save_probe)
 from .states import CausalStates, causal_forward
 from .vocabulary import CandidateVocabulary, full_vocabulary
 
@@ -233,16 +232,9 @@ class CausalLMProbe(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "CausalLMProbe":
         directory = Path(directory)
-        payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", "recipe"))
-        diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
-        if diff:
-            raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
-        missing = [n for n in payload["adapter_names"] if n not in model.adapters]
-        if missing:
-            raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
+        payload = read_probe_config(directory, model, required=("recipe",))
         probe = build_causal_probe(model, payload["adapter_names"], recipe=payload["recipe"])
-        load_state_strict(probe, load_safetensors(directory / PROBE_WEIGHTS_NAME)[0], directory / PROBE_WEIGHTS_NAME)
-        return probe
+        return load_probe_weights(probe, directory)
 
 
 def build_causal_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed: int = 0,

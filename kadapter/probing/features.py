@@ -70,6 +70,32 @@ def save_probe(probe: torch.nn.Module, directory, config: dict):
     return directory
 
 
+def read_probe_config(directory, model, required: Sequence[str]) -> dict:
+    """A saved probe's config, checked against ``model``: the same backbone and every adapter the probe reads."""
+    from ..config import BackboneIdentity
+    from ..safe_files import read_json
+
+    directory = Path(directory)
+    payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", *required))
+    diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
+    if diff:
+        raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
+    missing = [n for n in payload["adapter_names"] if n not in model.adapters]
+    if missing:
+        raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
+    return payload
+
+
+def load_probe_weights(probe: torch.nn.Module, directory):
+    """Load probe.safetensors into ``probe`` strictly (every difference named)."""
+    from ..adapter import load_state_strict
+    from ..safe_files import load_safetensors
+
+    weights = Path(directory) / PROBE_WEIGHTS_NAME
+    load_state_strict(probe, load_safetensors(weights)[0], weights)
+    return probe
+
+
 
 # =====================================================================================================================
 # The probe-head training corpus

@@ -34,9 +34,9 @@ from ..adapter import load_state_strict
 from ..backbone import BackboneFeatures, extract_features
 from ..config import BackboneIdentity, FusionConfig
 from ..fusion import Fusion
-from ..safe_files import load_safetensors, read_json
 from ..model import KAdapterModel
-from .features import BACKBONE_SOURCE, PROBE_CONFIG_NAME, PROBE_WEIGHTS_NAME, MaskedFeatures, ProbeOutput, save_probe
+from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, load_probe_weights, read_probe_config,
+                       save_probe)
 from .ranking import score_lama
 from .vocabulary import CandidateVocabulary, candidate_vocabulary, full_vocabulary, select_facts
 
@@ -365,17 +365,10 @@ class MaskedLMProbe(nn.Module):
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "MaskedLMProbe":
         """Load a saved probe over ``model``, which must have the same backbone and the adapters the probe reads."""
         directory = Path(directory)
-        payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", "fusion", "head"))
-        diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
-        if diff:
-            raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
-        missing = [n for n in payload["adapter_names"] if n not in model.adapters]
-        if missing:
-            raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
+        payload = read_probe_config(directory, model, required=("fusion", "head"))
         probe = build_probe(model, payload["adapter_names"], fusion=payload["fusion"], recipe=payload["recipe"],
                             hidden_act=payload["head"]["hidden_act"], layer_norm_eps=payload["head"]["layer_norm_eps"])
-        load_state_strict(probe, load_safetensors(directory / PROBE_WEIGHTS_NAME)[0], directory / PROBE_WEIGHTS_NAME)
-        return probe
+        return load_probe_weights(probe, directory)
 
 
 def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed: int = 0, fusion: str = "concat",
