@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
-from .config import AdapterConfig, BackboneIdentity, write_json
+from .config import ADAPTER_ACTIVATIONS, AdapterConfig, BackboneIdentity, write_json
 from .safe_files import DamagedFileError, load_safetensors, read_json
 
 CONFIG_NAME = "adapter_config.json"
@@ -26,6 +26,7 @@ FREE_FIELDS = ("dropout", "attention_dropout", "init_range", "transformer_init_r
 CONFIG_METADATA_KEY = "kadapter_adapter_config"
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
+assert set(_ACTIVATIONS) == set(ADAPTER_ACTIVATIONS), "AdapterConfig checks hidden_act against ADAPTER_ACTIVATIONS"
 
 
 class AdapterTransformerLayer(nn.Module):
