@@ -261,7 +261,7 @@ class Trainer:
     def _check_finite(self, name: str, what: str, value) -> None:
         """Stop on a NaN or infinite loss or gradient norm, naming the step: nothing after it would mean anything
         (the weights turn NaN and every later score with them)."""
-        value = float(value) if value is not None else 0.0
+        value = float(value.detach() if isinstance(value, torch.Tensor) else value) if value is not None else 0.0
         if math.isfinite(value):
             return
         who = f"{self.config.desc}" + ("" if name == "model" else f" · {name}")
