@@ -224,7 +224,7 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def fingerprint(self) -> str:
         """What these rows hold: the cache's key (backbone, encoded inputs, ...) and the task columns' content."""
-        from .training import data_fingerprint
+        from .checkpoints import data_fingerprint
 
         rows = data_fingerprint(self.rows) if self.rows is not None else ""
         return hashlib.sha256(f"{_digest(self.cache.key)}:{rows}".encode()).hexdigest()[:16]
