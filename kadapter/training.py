@@ -13,6 +13,9 @@ epochs stops training. Metrics go to ``metrics.jsonl``. Checkpoints (trainable w
 process's RNG state and the position in the epoch's data order) are written atomically (temp file + rename); a
 run killed at any point resumes from its last checkpoint and ends with the same weights as an uninterrupted run.
 The data order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, so resuming needs no replay.
+Checkpoints hold tensors and plain values only and are read weights-only; a resume first checks the config, the data
+and every model's architecture (:mod:`kadapter.checkpoints`). A NaN or infinite loss or gradient norm stops training
+with :class:`NonFiniteTrainingError` naming the step.
 """
 from __future__ import annotations
 

@@ -325,6 +325,14 @@ def test_item04_the_demo_never_ranks_nan(minilm):
     assert len(compare_topk(minilm, {"+F": fine}, text, k=3)["+F"]) == 3
     with pytest.raises(ValueError, match=r"probe '\+F diverged' gives non-finite probabilities"):
         compare_topk(minilm, {"+F": fine, "+F diverged": broken}, text, k=3)
+    from kadapter.demo import ProbingDemo
+
+    demo = ProbingDemo(minilm, {"+F": fine}, k=3)
+    demo.text.value = text
+    assert demo.last_results and not demo.last_error
+    demo = ProbingDemo(minilm, {"+F": fine, "+F diverged": broken}, k=3)
+    demo.text.value = text  # the widget shows the error and no ranking, never a NaN table
+    assert demo.last_results == {} and demo.last_figure is None and "non-finite" in demo.last_error
 
 
 # ============================================================ item 5: a probe records the adapters it reads
