@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from .. import __version__
 from ..config import write_json
@@ -64,8 +63,10 @@ def save_probe(probe: torch.nn.Module, directory, config: dict):
     probe.safetensors (its state dict)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
-              str(directory / PROBE_WEIGHTS_NAME))
+    from ..safe_files import save_safetensors
+
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
+                     directory / PROBE_WEIGHTS_NAME)
     write_json(directory / PROBE_CONFIG_NAME, {"kadapter_version": __version__, **config})
     return directory
 
