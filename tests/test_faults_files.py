@@ -89,7 +89,7 @@ def test_item11_a_probe_folder_outside_the_probe_set_is_refused(minilm, tmp_path
     from kadapter.probing import load_probe_set
     from kadapter.safe_files import DamagedFileError
 
-    probe_set = _probe_set(minilm, tmp_path / "set" / "probe_set")
+    probe_set = _probe_set(minilm, tmp_path / "probe_set")  # probes/../../outside is tmp_path/outside
     shutil.copytree(probe_set / "probes" / "00", tmp_path / "outside")  # a real probe, outside the set
     listing = json.loads((probe_set / "probes.json").read_text())
     for bad in ("../../outside", str(tmp_path / "outside")):
@@ -300,7 +300,6 @@ def test_item20_an_interrupted_overwrite_is_never_trusted(rehearsal_text, tmp_pa
 
     folder = write_checkpoint(tmp_path / "ckpt", "narrow", texts=rehearsal_text, **ROBERTA_TINY)
     good = load_safetensors(folder / "model.safetensors")[0]
-    assert _modes(folder)["model.safetensors"] == "0o644"  # item 17 too
     real_save = RobertaForMaskedLM.save_pretrained
 
     def killed_while_saving(self, directory, **kwargs):
@@ -316,6 +315,7 @@ def test_item20_an_interrupted_overwrite_is_never_trusted(rehearsal_text, tmp_pa
     write_checkpoint(folder, "narrow", texts=rehearsal_text, **ROBERTA_TINY)  # the next call: rewrites it
     again = load_safetensors(folder / "model.safetensors")[0]
     assert again.keys() == good.keys() and all((again[k] == good[k]).all() for k in good)
+    assert _modes(folder)["model.safetensors"] == "0o644"  # item 17: Hugging Face's weights file, readable
 
 
 # ------------------------------------------------------------------------------ 22: odd LAMA facts are skipped
