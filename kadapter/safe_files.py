@@ -106,6 +106,19 @@ def check_name(name: Any, *, what: str, source: str | Path | None = None, field:
     raise DamagedFileError(source, (f"field '{field}': " if field else "") + message)
 
 
+# ------------------------------------------------------------------------------------------ killed writers' leftovers
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a temporary folder named by the pid of a gone process is a killed build's
+    leftover and may be removed; a live one's is work in progress."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------- file modes
 def umask() -> int:
     """The process's umask, read without changing it where Linux shows it (``/proc/self/status``)."""
