@@ -18,17 +18,25 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import difflib
 import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Empty
 from typing import Callable
 
 import papermill
+from jupyter_core.utils import ensure_async
+from nbclient.client import timestamp as _timestamp
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError
+from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
+from papermill.log import logger as papermill_logger
+from papermill.utils import merge_kwargs, remove_args
 
 ENGINE_NAME = "kadapter"
 TRACEBACK_LINES = 12  # how much of a non-IPython traceback an error carries
@@ -147,11 +155,74 @@ class _Tracker:
         return f"index {index}"
 
 
+# How long one wait on a kernel socket may last before the socket is looked at directly (seconds). Why: nbclient
+# waits for a cell's execute-reply with ONE read of the shell channel for the whole cell timeout, and that read
+# only wakes when pyzmq's asyncio integration sees the socket's edge-triggered file descriptor fire. When that
+# wake-up is lost (it happened under load on the notebook 05 widget cell, whose many widget messages keep the
+# client busy: jupyter/nbclient #312, pyzmq #1558), the reply sits in the socket and the read returns only when its
+# timeout ends, because a timed-out pyzmq poll ends with a direct, level-triggered zmq_poll that does see it.
+# Waiting in short slices makes that direct look happen every second: a lost wake-up costs at most one slice.
+SOCKET_POLL_INTERVAL = 1.0
+
+
+class _Client(PapermillNotebookClient):
+    """papermill's notebook client, whose waits for the kernel's messages never depend on one socket wake-up.
+
+    The two waits nbclient makes per cell — the execute-reply on the shell channel and the cell's output on the
+    iopub channel — read in slices of :data:`SOCKET_POLL_INTERVAL` seconds; the cell timeout, the dead-kernel check
+    and the iopub grace period behave as in nbclient (jupyter/nbclient PR #311 proposes the same idea upstream).
+    """
+
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:  # the cell ran too long: nbclient's own handling
+                task_poll_kernel_alive.cancel()
+                await self._async_check_alive()
+                msg = await self._async_handle_timeout(timeout, cell)  # raises unless interrupt_on_timeout
+                msg["parent_header"] = {"msg_id": msg_id}
+            else:
+                try:
+                    msg = await ensure_async(self.kc.shell_channel.get_msg(
+                        timeout=SOCKET_POLL_INTERVAL if remaining is None else min(SOCKET_POLL_INTERVAL, remaining)))
+                except Empty:
+                    continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # a reply to another request
+            if self.record_timing:
+                cell["metadata"]["execution"]["shell.execute_reply"] = _timestamp(msg)
+            try:  # the reply came: the cell's last outputs may still be on their way (nbclient's grace period)
+                await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
+            except (asyncio.TimeoutError, Empty):
+                if self.raise_on_iopub_timeout:
+                    task_poll_kernel_alive.cancel()
+                    raise CellTimeoutError.error_from_timeout_and_cell(
+                        "Timeout waiting for IOPub output", self.iopub_timeout, cell) from None
+                self.log.warning("Timeout waiting for IOPub output")
+            task_poll_kernel_alive.cancel()
+            return msg
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        while True:
+            try:
+                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=SOCKET_POLL_INTERVAL))
+            except Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)  # raises CellExecutionComplete at the end
+                except CellExecutionComplete:
+                    return
+
+
 class _Engine(NBClientEngine):
-    """papermill's nbclient engine, telling a :class:`_Tracker` when each cell starts."""
+    """papermill's nbclient engine running :class:`_Client`, telling a :class:`_Tracker` when each cell starts."""
 
     @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, tracker: _Tracker | None = None, **kwargs):
+    def execute_managed_notebook(cls, nb_man, kernel_name, tracker: _Tracker | None = None, log_output=False,
+                                 stdout_file=None, stderr_file=None, start_timeout=60, execution_timeout=None,
+                                 **kwargs):
         if tracker is not None:
             original = nb_man.cell_start
 
@@ -160,7 +231,12 @@ class _Engine(NBClientEngine):
                 return original(cell, cell_index, **kw)
 
             nb_man.cell_start = cell_start
-        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        # as papermill's NBClientEngine.execute_managed_notebook, with our client
+        kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+        final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                             kernel_name=kernel_name, log=papermill_logger, log_output=log_output,
+                             stdout_file=stdout_file, stderr_file=stderr_file)
+        return _Client(nb_man, **final).execute()
 
 
 papermill_engines.register(ENGINE_NAME, _Engine)
