@@ -89,13 +89,18 @@ def _kind(default_source: str):
 
 
 def check_parameters(notebook: str | Path, parameters: dict | None) -> None:
-    """Refuse names the notebook's parameters cell does not declare and values of another kind than the default.
+    """Refuse names the notebook's parameters cell does not declare, values of another kind than the default, and
+    values outside a parameter's type or range in :data:`kadapter.notebook_parameters.SCHEMA` (which also types the
+    parameters whose default is None).
 
-    ``None`` is accepted for every parameter (the notebooks read it as "use the default / not set"); an int is
-    accepted where the default is a float; a list where the default is a tuple and the other way round.
+    ``None`` is accepted where the notebook reads it as "use the default / not set" (every parameter the schema does
+    not mark otherwise); an int is accepted where a float is expected; a list where a tuple is, and the other way
+    round.
     """
     if not parameters:
         return
+    from .notebook_parameters import Spec, problem, spec_for
+
     declared = declared_parameters(notebook)
     name = Path(notebook).name
     problems = []
@@ -105,21 +110,12 @@ def check_parameters(notebook: str | Path, parameters: dict | None) -> None:
             hint = f"; did you mean {close[0]!r}?" if close else f"; it declares {sorted(declared)}"
             problems.append(f"unknown parameter {key!r}{hint}")
             continue
-        kind = _kind(declared[key].get("default", "None"))
-        if value is None or kind is None:
-            continue
-        ok = {
-            bool: lambda v: isinstance(v, bool),
-            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-            str: lambda v: isinstance(v, str),
-            list: lambda v: isinstance(v, (list, tuple)),
-            tuple: lambda v: isinstance(v, (list, tuple)),
-            dict: lambda v: isinstance(v, dict),
-        }.get(kind, lambda v: True)(value)
-        if not ok:
-            problems.append(f"parameter {key!r}: expected {kind.__name__} like its default "
-                            f"{declared[key]['default']}, got {type(value).__name__} {value!r:.60}")
+        default = declared[key].get("default", "None")
+        spec = spec_for(Path(notebook).stem, key) or Spec()
+        said = problem(spec, value, _kind(default))
+        if said:
+            like = f" (its default is {default})" if spec.kind is None and said.startswith("expected") else ""
+            problems.append(f"parameter {key!r}: {said}{like}")
     if problems:
         raise NotebookParameterError(f"{name}: " + "; ".join(problems))
 
