@@ -98,7 +98,7 @@ def problem(spec: Spec, value, default_kind=None) -> str:
     if value is None:
         return "" if spec.nullable else "expected a value, got None"
     kind = spec.kind or default_kind
-    expected = f"a list of {kind_name(spec.items)}" if spec.items is not None else kind_name(kind)
+    expected = kind_name(kind) + (f" of {kind_name(spec.items)}" if spec.items is not None else "")
     if kind is not None and not is_kind(value, kind):
         return f"expected {expected}, got {type(value).__name__} {value!r:.60}"
     if spec.items is not None and any(not is_kind(v, spec.items) for v in value):
