@@ -62,7 +62,7 @@ def test_item00_a_lost_socket_wakeup_costs_a_second_not_the_cell_timeout(tmp_pat
 def test_item00_the_smoke_cell_timeout_is_minutes_not_half_an_hour():
     from kadapter import pipeline
 
-    assert 5 * 60 <= pipeline.cell_timeout("smoke") <= 15 * 60
+    assert 10 * 60 <= pipeline.cell_timeout("smoke") <= 20 * 60  # its slowest cell: ~8 min on a loaded machine
 
 
 # ---------------------------------------------------------------------------- the pipeline's run loop: 7-10, 15, 26
