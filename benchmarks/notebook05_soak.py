@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.client == "papermill":
         use_papermill_client()
 
+    out = Path(args.out)  # rewritten after every run: a soak cut short keeps its numbers
+    out.parent.mkdir(parents=True, exist_ok=True)
     stop = multiprocessing.Event()
     burners = [multiprocessing.Process(target=_burn, args=(stop,), daemon=True) for _ in range(args.burners)]
     load_before = os.getloadavg()
@@ -119,16 +121,24 @@ def main(argv: list[str] | None = None) -> dict:
                     or run["slowest_cell"] >= args.stall_seconds
                 runs.append(run)
                 print(f"run {number + 1}/{args.runs}: {run}", file=sys.stderr, flush=True)
+                out.write_text(json.dumps({**summarise(runs, args, load_before), "per_run": runs}, indent=2) + "\n")
         finally:
             stop.set()
             for burner in burners:
                 burner.join()
+    result = summarise(runs, args, load_before)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def summarise(runs: list[dict], args, load_before) -> dict:
     seconds = [r["seconds"] for r in runs]
     widget = [r["widget_cell"] for r in runs if r["widget_cell"] is not None]
-    result = {
+    return {
         "client": args.client, "runs": len(runs), "hangs": sum(r["hang"] for r in runs),
         "failed": sum(bool(r["error"]) for r in runs),
-        "median_seconds": round(statistics.median(seconds), 2), "max_seconds": round(max(seconds), 2),
+        "median_seconds": round(statistics.median(seconds), 2) if seconds else None,
+        "max_seconds": round(max(seconds), 2) if seconds else None,
         "widget_cell_median_seconds": round(statistics.median(widget), 2) if widget else None,
         "widget_cell_max_seconds": round(max(widget), 2) if widget else None,
         "cell_timeout": args.cell_timeout, "stall_seconds": args.stall_seconds, "burners": args.burners,
@@ -136,11 +146,6 @@ def main(argv: list[str] | None = None) -> dict:
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "errors": sorted({r["error"] for r in runs if r["error"]}),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**result, "per_run": runs}, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
 
 
 if __name__ == "__main__":
