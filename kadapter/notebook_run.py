@@ -165,8 +165,11 @@ class _Client(PapermillNotebookClient):
     """papermill's notebook client, whose waits for the kernel's messages never depend on one socket wake-up.
 
     The two waits nbclient makes per cell — the execute-reply on the shell channel and the cell's output on the
-    iopub channel — read in slices of :data:`SOCKET_POLL_INTERVAL` seconds; the cell timeout, the dead-kernel check
-    and the iopub grace period behave as in nbclient (jupyter/nbclient PR #311 proposes the same idea upstream).
+    iopub channel — read in slices of :data:`SOCKET_POLL_INTERVAL` seconds; the cell timeout and the dead-kernel
+    check behave as in nbclient (jupyter/nbclient PR #311 proposes the same idea upstream). After the reply, the
+    cell's queued output is awaited while it keeps coming: ``iopub_timeout`` bounds the silence, not the whole backlog
+    (an Output widget's cell can leave seconds of messages to process under load, each answered on the shell
+    channel by nbclient's widget mimic), and the cell timeout bounds the rest.
     """
 
     async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
@@ -188,18 +191,34 @@ class _Client(PapermillNotebookClient):
                 continue  # a reply to another request
             if self.record_timing:
                 cell["metadata"]["execution"]["shell.execute_reply"] = _timestamp(msg)
-            try:  # the reply came: the cell's last outputs may still be on their way (nbclient's grace period)
-                await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
-            except (asyncio.TimeoutError, Empty):
-                if self.raise_on_iopub_timeout:
-                    task_poll_kernel_alive.cancel()
-                    raise CellTimeoutError.error_from_timeout_and_cell(
-                        "Timeout waiting for IOPub output", self.iopub_timeout, cell) from None
-                self.log.warning("Timeout waiting for IOPub output")
-            task_poll_kernel_alive.cancel()
+            try:
+                await self._await_outputs(task_poll_output_msg, cell, deadline)
+            finally:
+                task_poll_kernel_alive.cancel()
             return msg
 
+    async def _await_outputs(self, task_poll_output_msg, cell, deadline: float | None) -> None:
+        """The reply came: wait for the cell's last outputs while they keep arriving (see the class)."""
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(task_poll_output_msg), SOCKET_POLL_INTERVAL)
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - self._last_output < self.iopub_timeout and (deadline is None or now < deadline):
+                continue
+            task_poll_output_msg.cancel()
+            if self.raise_on_iopub_timeout:
+                raise CellTimeoutError.error_from_timeout_and_cell(
+                    "Timeout waiting for IOPub output", self.iopub_timeout, cell) from None
+            self.log.warning("Timeout waiting for IOPub output")
+            return
+
+    _last_output = 0.0  # when the running cell's last iopub message was handled (monotonic seconds)
+
     async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        self._last_output = time.monotonic()
         while True:
             try:
                 msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=SOCKET_POLL_INTERVAL))
@@ -210,6 +229,8 @@ class _Client(PapermillNotebookClient):
                     self.process_message(msg, cell, cell_index)  # raises CellExecutionComplete at the end
                 except CellExecutionComplete:
                     return
+                finally:
+                    self._last_output = time.monotonic()
 
 
 class _Engine(NBClientEngine):
@@ -362,7 +383,9 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
             raise NotebookTimeout(output_path, None, name,
                                   f"the kernel did not start within {start_timeout} s ({text})") from error
         cell, ename, evalue, tail = _cell_error(output_path, tracker)
-        if name == "CellTimeoutError":
+        if name == "CellTimeoutError" and "IOPub" in str(error):
+            ename, evalue = name, "the cell finished, but its output stopped arriving before the kernel said it was done"
+        elif name == "CellTimeoutError":
             ename, evalue = name, f"the cell ran longer than the execution timeout of {execution_timeout} s"
         elif name == "DeadKernelError":
             ename, evalue = name, "the kernel died while the cell ran (killed, out of memory, or crashed)"

@@ -59,6 +59,22 @@ def test_item00_a_lost_socket_wakeup_costs_a_second_not_the_cell_timeout(tmp_pat
     assert executed.cells[-1].outputs[0]["text"] == "done 2\n"
 
 
+@pytest.mark.notebook
+def test_item00_an_output_widget_cell_whose_output_backlog_outlasts_4_s_still_finishes(tmp_path):
+    """The other widget stall: a cell writing into an ipywidgets Output widget (the demo's chart does) makes nbclient
+    mimic the frontend and answer every output on the shell channel; the client falls behind the kernel, and after
+    the execute-reply papermill's client waits only iopub_timeout (4 s) for the backlog and fails the cell. The kit's
+    waits while the output keeps coming."""
+    from kadapter.notebook_run import execute_notebook
+
+    cell = ("import ipywidgets as w\nfrom IPython.display import display\nout = w.Output()\ndisplay(out)\n"
+            "for i in range(400):\n    with out:\n        print(i)\nprint('done', n)")
+    notebook = _notebook(tmp_path / "output_widget.ipynb", "n = 1", cell)
+    executed = execute_notebook(notebook, tmp_path / "out.ipynb", {"n": 2}, start_timeout=120,
+                                execution_timeout=300, log=None)
+    assert any(o.get("text") == "done 2\n" for o in executed.cells[-1].outputs)
+
+
 def test_item00_the_smoke_cell_timeout_is_minutes_not_half_an_hour():
     from kadapter import pipeline
 
