@@ -235,7 +235,9 @@ def test_item17_every_file_the_kit_writes_follows_the_umask(minilm_path, tmp_pat
         model = KAdapterModel.from_backbone(minilm_path, adapters={"factual": AdapterConfig(**TINY)})
         model.set_backbone_trainable(True)  # the fine-tuned backbone is saved too (Hugging Face's save_pretrained)
         model.save_pretrained(tmp_path / "model")
-        save_probe(torch.nn.Linear(2, 2), tmp_path / "probe", {"backbone": {}})
+        probe = torch.nn.Linear(2, 2)
+        probe.adapter_names = []  # a probe over the backbone alone: no adapter identity to record
+        save_probe(probe, tmp_path / "probe", {"backbone": {}})
     finally:
         os.umask(old)
     modes = {**_modes(tmp_path / "model"), **_modes(tmp_path / "probe")}
