@@ -10,8 +10,9 @@ with a small adapter and its "w/o knowledge" twin, untrained probe heads (their 
 client has to wait for). ``--burners N`` keeps N extra processes spinning on the CPU for the whole soak, on top of
 whatever else the machine runs. A run counts as a hang when it fails with a timeout, when a cell lasted 90% of the
 cell timeout or more (a lost reply shows as a cell lasting the whole cell timeout, then recorded as fine), or when
-the widget cell took longer than ``--stall-seconds`` (it takes seconds, even on a loaded machine). Prints JSON (also written to ``benchmarks/results/notebook05_soak.json``, git-ignored): runs,
-hangs, median and max seconds per run and for the widget cell, the load average before and after.
+the widget cell took longer than ``--stall-seconds`` (it takes seconds, even on a loaded machine). Prints JSON
+(also written to ``benchmarks/results/notebook05_soak.json``, git-ignored, after every run): runs, hangs, median
+and max seconds per run and for the widget cell, the load average before and after.
 """
 from __future__ import annotations
 

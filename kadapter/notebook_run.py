@@ -384,7 +384,8 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
                                   f"the kernel did not start within {start_timeout} s ({text})") from error
         cell, ename, evalue, tail = _cell_error(output_path, tracker)
         if name == "CellTimeoutError" and "IOPub" in str(error):
-            ename, evalue = name, "the cell finished, but its output stopped arriving before the kernel said it was done"
+            ename, evalue = name, ("the cell finished, but its output stopped arriving before the kernel said it "
+                                   "was done")
         elif name == "CellTimeoutError":
             ename, evalue = name, f"the cell ran longer than the execution timeout of {execution_timeout} s"
         elif name == "DeadKernelError":
