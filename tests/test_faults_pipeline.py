@@ -68,7 +68,7 @@ def test_item00_an_output_widget_cell_whose_output_backlog_outlasts_4_s_still_fi
     from kadapter.notebook_run import execute_notebook
 
     cell = ("import ipywidgets as w\nfrom IPython.display import display\nout = w.Output()\ndisplay(out)\n"
-            "for i in range(400):\n    with out:\n        print(i)\nprint('done', n)")
+            "for i in range(1000):\n    with out:\n        print(i)\nprint('done', n)")
     notebook = _notebook(tmp_path / "output_widget.ipynb", "n = 1", cell)
     executed = execute_notebook(notebook, tmp_path / "out.ipynb", {"n": 2}, start_timeout=120,
                                 execution_timeout=300, log=None)
