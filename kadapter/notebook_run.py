@@ -9,6 +9,9 @@
   that dies or goes silent fails the call with :class:`NotebookTimeout` naming the notebook and the cell;
 - on a failing cell raises :class:`NotebookError` with what actually went wrong in the notebook (the exception's
   type and message and the last lines of its traceback), not papermill's wrapper;
+- never waits on one socket wake-up: its notebook client reads the kernel's replies in 1-second slices and waits
+  for a cell's output backlog while it keeps coming (see :class:`_Client`; issue 21: notebook 05's widget cell
+  stalled until the cell timeout under load with papermill's own client);
 - says what is happening: one line per code cell (``[02_adapter_pretraining] cell 7/23: ...``) and the cells' own
   printed lines, through ``log``;
 - gives the kernel ``KADAPTER_PROGRESS=plain`` (progress as plain lines, no widget bars frozen into the saved
