@@ -4,7 +4,9 @@
 ``papermill.execute_notebook`` it:
 
 - checks the parameters against the notebook's ``parameters`` cell first: a misspelt name or a value of the wrong
-  kind (a string where the notebook expects a list, text for a number) is refused before any kernel starts;
+  kind (a string where the notebook expects a list, text for a number) or out of its range
+  (:mod:`kadapter.notebook_parameters`, which also types the parameters whose default is None) is refused before
+  any kernel starts;
 - bounds the wait: ``start_timeout`` for the kernel to come up, ``execution_timeout`` seconds per cell; a kernel
   that dies or goes silent fails the call with :class:`NotebookTimeout` naming the notebook and the cell;
 - on a failing cell raises :class:`NotebookError` with what actually went wrong in the notebook (the exception's
