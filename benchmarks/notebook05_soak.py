@@ -8,10 +8,11 @@ Every run executes ``notebooks/05_probing_demo.ipynb`` through :func:`kadapter.n
 fresh kernel, parameters as the pipeline gives them) on one probe set written once beforehand: the default MiniLM
 with a small adapter and its "w/o knowledge" twin, untrained probe heads (their weights do not change what the
 client has to wait for). ``--burners N`` keeps N extra processes spinning on the CPU for the whole soak, on top of
-whatever else the machine runs. A run counts as a hang when it fails with a timeout or when any of its cells took
-longer than ``--stall-seconds`` (the widget cell takes a second or two; a lost reply shows as a cell lasting the
-whole cell timeout). Prints JSON (also written to ``benchmarks/results/notebook05_soak.json``, git-ignored): runs,
-hangs, median and max seconds per run and for the widget cell, the load average before and after.
+whatever else the machine runs. A run counts as a hang when it fails with a timeout, when a cell lasted 90% of the
+cell timeout or more (a lost reply shows as a cell lasting the whole cell timeout, then recorded as fine), or when
+the widget cell took longer than ``--stall-seconds`` (it takes seconds, even on a loaded machine). Prints JSON
+(also written to ``benchmarks/results/notebook05_soak.json``, git-ignored, after every run): runs, hangs, median
+and max seconds per run and for the widget cell, the load average before and after.
 """
 from __future__ import annotations
 
@@ -86,6 +87,13 @@ def one_run(probe_set: Path, folder: Path, cell_timeout: float) -> dict:
             "widget_cell": round(widget[0], 2) if widget else None, "error": error}
 
 
+def is_stall(run: dict, cell_timeout: float, stall_seconds: float) -> bool:
+    """A timeout, a cell that lasted (nearly) the whole cell timeout — a lost reply returns exactly then — or the
+    widget cell slower than ``stall_seconds``. (Other cells compute: their time follows the machine's load.)"""
+    return bool(run["error"] and "timeout" in run["error"].lower()) or run["slowest_cell"] >= 0.9 * cell_timeout \
+        or (run["widget_cell"] or 0.0) >= stall_seconds
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
@@ -117,8 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                 folder = Path(tmp) / f"run{number}"
                 folder.mkdir()
                 run = one_run(probe_set, folder, args.cell_timeout)
-                run["hang"] = bool(run["error"] and "timeout" in run["error"].lower()) \
-                    or run["slowest_cell"] >= args.stall_seconds
+                run["hang"] = is_stall(run, args.cell_timeout, args.stall_seconds)
                 runs.append(run)
                 print(f"run {number + 1}/{args.runs}: {run}", file=sys.stderr, flush=True)
                 out.write_text(json.dumps({**summarise(runs, args, load_before), "per_run": runs}, indent=2) + "\n")

@@ -4,11 +4,16 @@
 ``papermill.execute_notebook`` it:
 
 - checks the parameters against the notebook's ``parameters`` cell first: a misspelt name or a value of the wrong
-  kind (a string where the notebook expects a list, text for a number) is refused before any kernel starts;
+  kind (a string where the notebook expects a list, text for a number) or out of its range
+  (:mod:`kadapter.notebook_parameters`, which also types the parameters whose default is None) is refused before
+  any kernel starts;
 - bounds the wait: ``start_timeout`` for the kernel to come up, ``execution_timeout`` seconds per cell; a kernel
   that dies or goes silent fails the call with :class:`NotebookTimeout` naming the notebook and the cell;
 - on a failing cell raises :class:`NotebookError` with what actually went wrong in the notebook (the exception's
   type and message and the last lines of its traceback), not papermill's wrapper;
+- never waits on one socket wake-up: its notebook client reads the kernel's replies in 1-second slices and waits
+  for a cell's output backlog while it keeps coming (see :class:`_Client`; issue 21: notebook 05's widget cell
+  stalled until the cell timeout under load with papermill's own client);
 - says what is happening: one line per code cell (``[02_adapter_pretraining] cell 7/23: ...``) and the cells' own
   printed lines, through ``log``;
 - gives the kernel ``KADAPTER_PROGRESS=plain`` (progress as plain lines, no widget bars frozen into the saved
@@ -384,7 +389,8 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
                                   f"the kernel did not start within {start_timeout} s ({text})") from error
         cell, ename, evalue, tail = _cell_error(output_path, tracker)
         if name == "CellTimeoutError" and "IOPub" in str(error):
-            ename, evalue = name, "the cell finished, but its output stopped arriving before the kernel said it was done"
+            ename, evalue = name, ("the cell finished, but its output stopped arriving before the kernel said it "
+                                   "was done")
         elif name == "CellTimeoutError":
             ename, evalue = name, f"the cell ran longer than the execution timeout of {execution_timeout} s"
         elif name == "DeadKernelError":

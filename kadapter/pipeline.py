@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .notebook_run import NotebookError, NotebookParameterError, check_parameters, execute_notebook
-from .run_folder import (PipelineUsageError, finish_run, prepare_output, read_record, read_results, run_lock,
-                         write_json, failed_stages)
+from .run_folder import (PipelineUsageError, failed_stages, finish_run, prepare_output, read_record, read_results,
+                         run_lock, write_json)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -223,7 +223,8 @@ def parse_override(text: str) -> tuple[str, str, object]:
     target, sep, raw = text.partition("=")
     stage, dot, name = target.partition(".")
     if not sep or not dot or not stage or not name:
-        raise PipelineUsageError(f"--set {text!r}: expected STAGE.PARAMETER=VALUE, e.g. 00_quickstart.backbone=roberta-large")
+        raise PipelineUsageError(f"--set {text!r}: expected STAGE.PARAMETER=VALUE, "
+                                 "e.g. 00_quickstart.backbone=roberta-large")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -280,7 +281,7 @@ def run_pipeline(
     with run_lock(run_dir):
         # the folder's records as they are now, under the lock (another pipeline may have finished since)
         summary = read_record(summary_path) if summary_path.is_file() else {}
-        _plan(summary, profile, run_dir, only, overrides)
+        profile, stages, parameters = _plan(summary, profile, run_dir, only, overrides)
         return _run_stages(summary, profile, stages, parameters, run_dir, overrides, resume, kernel_name,
                            timeout or cell_timeout(profile))
 

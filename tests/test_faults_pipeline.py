@@ -68,7 +68,7 @@ def test_item00_an_output_widget_cell_whose_output_backlog_outlasts_4_s_still_fi
     from kadapter.notebook_run import execute_notebook
 
     cell = ("import ipywidgets as w\nfrom IPython.display import display\nout = w.Output()\ndisplay(out)\n"
-            "for i in range(400):\n    with out:\n        print(i)\nprint('done', n)")
+            "for i in range(1000):\n    with out:\n        print(i)\nprint('done', n)")
     notebook = _notebook(tmp_path / "output_widget.ipynb", "n = 1", cell)
     executed = execute_notebook(notebook, tmp_path / "out.ipynb", {"n": 2}, start_timeout=120,
                                 execution_timeout=300, log=None)
@@ -231,18 +231,18 @@ def test_item26_a_results_file_cut_short_fails_the_stage_and_is_recorded(tiny, c
 @pytest.mark.parametrize("notebook, parameters, message", [
     ("02_adapter_pretraining", {"tap_layers": 5}, "parameter 'tap_layers': expected list of int"),
     ("02_adapter_pretraining", {"tap_layers": [0, "2", 4]}, "parameter 'tap_layers': expected list of int"),
-    ("02_adapter_pretraining", {"train_examples": "all"}, "parameter 'train_examples': expected int"),
+    ("04_lama_probing", {"control_seed": "zero"}, "parameter 'control_seed': expected int"),
     ("02_adapter_pretraining", {"storage_dtype": "float8"}, "parameter 'storage_dtype': expected one of"),
     ("02_adapter_pretraining", {"epochs": 0}, "parameter 'epochs': expected at least 1, got 0"),
     ("02_adapter_pretraining", {"learning_rate": -1e-3}, "parameter 'learning_rate': expected more than 0"),
     ("03_finetuning", {"learning_rates": [0.1, "fast"]}, "parameter 'learning_rates': expected list of float"),
     ("03_finetuning", {"num_threads": 0}, "parameter 'num_threads': expected at least 1, got 0"),
-    ("04_lama_probing", {"relations": "P19"}, "parameter 'relations': expected list of str"),
+    ("03_finetuning", {"stand_in_adapter": "small"}, "parameter 'stand_in_adapter': expected dict"),
     ("04_lama_probing", {"facts_per_relation": -5}, "parameter 'facts_per_relation': expected at least 1"),
     ("04_lama_probing", {"mask_prob": 1.5}, "parameter 'mask_prob': expected at most 1"),
     ("05_probing_demo", {"k": 0}, "parameter 'k': expected at least 1, got 0"),
     ("05_probing_demo", {"k": 31}, "parameter 'k': expected at most 30, got 31"),
-    ("05_probing_demo", {"probe_set": 3}, "parameter 'probe_set': expected str"),
+    ("04_lama_probing", {"factual_adapter": 5}, "parameter 'factual_adapter': expected str"),
     ("00_quickstart", {"tap_layers": [0, -2, 4]}, "parameter 'tap_layers': expected at least 0"),
 ])
 def test_item28_parameters_are_type_and_range_checked_before_any_kernel(tmp_path, notebook, parameters, message):
