@@ -169,6 +169,7 @@ def test_item16_a_killed_conversions_temp_folder_is_removed_by_the_next(fake_gem
         proc.wait()
     left = [p for p in root.iterdir()]
     assert len(left) == 1 and left[0].name.startswith(".gemma-3-270m.tmp")  # what the kill left behind
+    (root / f".gemma-3-270m.incomplete-{proc.pid}").mkdir()  # an incomplete folder moved aside, then killed
     final = fake_gemma.gemma_270m_path(root)
     assert [p.name for p in root.iterdir()] == ["gemma-3-270m"] and final == root / "gemma-3-270m"
 
