@@ -59,15 +59,23 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, metadata
 
 
-def load_torch(path: str | Path, **kwargs) -> Any:
-    """``torch.load(path, map_location="cpu", **kwargs)``; a truncated or damaged file raises
-    :class:`DamagedFileError` naming it."""
+def load_torch(path: str | Path, *, weights_only: bool = True) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain values only, so a file holding
+    anything else (a planted pickle, which would run code on loading) is refused before any of it runs. A refused,
+    truncated or damaged file raises :class:`DamagedFileError` naming it. ``weights_only=False`` is refused: there
+    is no unpickling reader in the kit."""
+    if weights_only is not True:
+        raise ValueError("kadapter reads torch files weights-only: unpickling a file can run any code in it")
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", **kwargs)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - RuntimeError, EOFError, UnpicklingError, zip errors
+        if "weights only load failed" in str(err).lower():
+            raise DamagedFileError(path, "refused: it holds Python objects besides tensors and plain values, which "
+                                         "only unpickling (running code from the file) could read — not a file "
+                                         "kadapter wrote, or one from an older kadapter; it was not loaded") from None
         raise DamagedFileError(path, f"cannot read the torch file ({type(err).__name__}: {err}); "
                                      "it is truncated or damaged") from None
 
