@@ -148,11 +148,12 @@ def _check_usable_root(root: Path, source: str) -> None:
 
 
 def _remove_stale_conversions(root: Path, log) -> None:
-    """Delete the temporary folders of conversions whose process is gone (killed: each is about 1.3 GB)."""
-    for path in root.glob(f".{GEMMA_270M}.tmp-*"):
+    """Delete the temporary folders (``.tmp-<pid>``, and ``.incomplete-<pid>`` moved aside) of conversions whose
+    process is gone (killed: each is about 1.3 GB)."""
+    for path in [*root.glob(f".{GEMMA_270M}.tmp-*"), *root.glob(f".{GEMMA_270M}.incomplete-*")]:
         pid = path.name.rsplit("-", 1)[-1]
-        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            _remove(path)
             log(f"kadapter: removed {path}, left by a conversion whose process ({pid}) is gone")
 
 

@@ -169,6 +169,7 @@ def test_item16_a_killed_conversions_temp_folder_is_removed_by_the_next(fake_gem
         proc.wait()
     left = [p for p in root.iterdir()]
     assert len(left) == 1 and left[0].name.startswith(".gemma-3-270m.tmp")  # what the kill left behind
+    (root / f".gemma-3-270m.incomplete-{proc.pid}").mkdir()  # an incomplete folder moved aside, then killed
     final = fake_gemma.gemma_270m_path(root)
     assert [p.name for p in root.iterdir()] == ["gemma-3-270m"] and final == root / "gemma-3-270m"
 
@@ -225,19 +226,15 @@ def test_item17_the_converted_gemma_folder_is_readable_by_other_users(fake_gemma
 def test_item17_every_file_the_kit_writes_follows_the_umask(minilm_path, tmp_path, mask, file_mode):
     import os
 
-    import torch
-
     from kadapter import AdapterConfig, KAdapterModel
-    from kadapter.probing.features import save_probe
+    from kadapter.probing.masked import build_probe
 
     old = os.umask(mask)
     try:
         model = KAdapterModel.from_backbone(minilm_path, adapters={"factual": AdapterConfig(**TINY)})
         model.set_backbone_trainable(True)  # the fine-tuned backbone is saved too (Hugging Face's save_pretrained)
         model.save_pretrained(tmp_path / "model")
-        probe = torch.nn.Linear(2, 2)
-        probe.adapter_names = []  # a probe over the backbone alone: no adapter identity to record
-        save_probe(probe, tmp_path / "probe", {"backbone": {}})
+        build_probe(model, ["factual"], seed=0).save_pretrained(tmp_path / "probe")
     finally:
         os.umask(old)
     modes = {**_modes(tmp_path / "model"), **_modes(tmp_path / "probe")}
