@@ -87,6 +87,8 @@ class KnowledgeAdapter(nn.Module):
         kind = kind or kind_for_model_type(backbone.model_type)  # kadapter.backbone_kind
         self.config = config.resolved(backbone.num_hidden_layers, kind.adapter_defaults())
         self.backbone = backbone
+        # Where the weights came from, when not trained here (e.g. the official release): saved with them.
+        self.provenance: dict = {}
         self.adapter_layers = nn.ModuleList(
             AdapterLayer(self.config, backbone.hidden_size) for _ in self.config.tap_layers
         )
@@ -173,6 +175,19 @@ class KnowledgeAdapter(nn.Module):
             **({"metadata": metadata} if metadata else {}),
         })
         return directory
+
+    @classmethod
+    def from_official(cls, path: str | Path, backbone="roberta-large",
+                      tap_layers: tuple[int, ...] | None = None) -> "KnowledgeAdapter":
+        """Load an adapter microsoft/K-Adapter released (``fac-adapter``/``lin-adapter`` ``pytorch_model.bin``).
+
+        `backbone`: a hub name or local path (as ``KAdapterModel.from_backbone`` takes), a loaded model or a
+        :class:`BackboneIdentity`; its identity is recorded. Taps default to the official launchers' (0, 11, 22);
+        the adapter attends to padding and reads raw hidden states, as the official one. The pre-training head is
+        dropped; any other key or shape that does not match is an error naming it (``kadapter.official``)."""
+        from .official import PAPER_TAP_LAYERS, from_official
+
+        return from_official(path, backbone, tap_layers or PAPER_TAP_LAYERS)
 
     @classmethod
     def from_pretrained(
