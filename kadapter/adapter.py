@@ -19,6 +19,7 @@ from .safe_files import DamagedFileError, load_safetensors, read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
+CARD_NAME = "README.md"  # the Hub model card (kadapter.model_card)
 
 # Config fields free to change after training (they act only while training from scratch); every other field changes
 # what the saved weights compute and is checked against the copy stored in the weights file's metadata.
@@ -161,7 +162,11 @@ class KnowledgeAdapter(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | Path, **metadata) -> Path:
-        """A standalone, self-describing adapter directory: adapter_config.json + adapter.safetensors."""
+        """A standalone, self-describing adapter directory: adapter_config.json + adapter.safetensors + README.md,
+        a model card from the config, the backbone and `metadata` (task, data, settings, steps, dev metrics and
+        baselines, as the trainer passes them), so the folder is a Hub model repo as it is."""
+        from .model_card import adapter_card
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -173,7 +178,11 @@ class KnowledgeAdapter(nn.Module):
             "adapter": self.config.to_dict(),
             "backbone": self.backbone.to_dict(),
             **({"metadata": metadata} if metadata else {}),
+            **({"provenance": self.provenance} if self.provenance else {}),
         })
+        card = adapter_card(self.config.to_dict(), self.backbone.to_dict(),
+                            {"kadapter_version": __version__, **metadata}, self.provenance)
+        (directory / CARD_NAME).write_text(card, encoding="utf-8")
         return directory
 
     @classmethod
@@ -228,6 +237,7 @@ class KnowledgeAdapter(nn.Module):
                                                    f"were trained with {trained.get(n)!r}" for n in changed)
                     + " — the config no longer describes the weights (edit it back, or train a new adapter)")
         load_state_strict(adapter, state, directory / WEIGHTS_NAME)
+        adapter.provenance = dict(payload.get("provenance") or {})
         return adapter
 
 

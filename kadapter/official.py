@@ -121,6 +121,12 @@ def from_official(path: str | Path, backbone="roberta-large",
     adapter = KnowledgeAdapter(official_config(tap_layers), identity)
     converted = convert_official_state(state, adapter.state_dict(), path)
     adapter.load_state_dict(converted, strict=True)
-    adapter.provenance = {"source": "microsoft/K-Adapter released adapter", "file": str(path),
-                          "dropped_pretraining_head": sorted(k for k in state if k.startswith(PRETRAINING_HEAD_PREFIXES))}
+    adapter.provenance = {
+        "source": "microsoft/K-Adapter released adapter (README: Google Drive folder 12mfLpYq4BTwdbLZnQsdwDJKubM9aOr9f)",
+        "file": str(path),
+        "trained_on": "the official pre-training data (fac-adapter: T-REx-rc; lin-adapter: Stanford-parsed BookCorpus)",
+        "licence": "the microsoft/K-Adapter repository is MIT; the release states no separate licence",
+        "taps": "not stored in the file; set to the official launchers' --adapter_list",
+        "dropped_pretraining_head": sorted(k for k in state if k.startswith(PRETRAINING_HEAD_PREFIXES)),
+    }
     return adapter

@@ -161,8 +161,12 @@ def test_official_adapter_plugs_into_the_model_and_round_trips(official_file, ba
     # the float32 backbone and its float64 copy differ by rounding; the adapters amplify it a little
     torch.testing.assert_close(state, reference, atol=1e-4, rtol=1e-5)
 
-    reloaded = KnowledgeAdapter.from_pretrained(adapter.save_pretrained(tmp_path / "fac"), backbone_identity(backbone))
-    assert reloaded.config == adapter.config
+    folder = adapter.save_pretrained(tmp_path / "fac")
+    reloaded = KnowledgeAdapter.from_pretrained(folder, backbone_identity(backbone))
+    assert reloaded.config == adapter.config and reloaded.provenance == adapter.provenance
+    card = (folder / "README.md").read_text()  # a Hub model card that says where the weights came from
+    assert "microsoft/K-Adapter released adapter" in card and "attends to padding: True" in card
+    assert "taps (hidden-state indices, 0 = embeddings): [0, 11, 22]" in card
     for (name, a), (_, b) in zip(adapter.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(a, b), name
 
