@@ -194,9 +194,14 @@ class KnowledgeAdapter(nn.Module):
         :class:`BackboneIdentity`; its identity is recorded. Taps default to the official launchers' (0, 11, 22);
         the adapter attends to padding and reads raw hidden states, as the official one. The pre-training head is
         dropped; any other key or shape that does not match is an error naming it (``kadapter.official``)."""
-        from .official import PAPER_TAP_LAYERS, from_official
+        from .official import (PAPER_TAP_LAYERS, convert_official_state, official_backbone_identity,
+                               official_config, official_provenance, read_official_state)
 
-        return from_official(path, backbone, tap_layers or PAPER_TAP_LAYERS)
+        state = read_official_state(path)
+        adapter = cls(official_config(tap_layers or PAPER_TAP_LAYERS), official_backbone_identity(backbone))
+        adapter.load_state_dict(convert_official_state(state, adapter.state_dict(), path), strict=True)
+        adapter.provenance = official_provenance(path, state)
+        return adapter
 
     @classmethod
     def from_pretrained(

@@ -7,7 +7,7 @@ three ``Adapter`` modules ``adapter.{i}`` — ``down_project`` (backbone width -
 linguistic adapter also a one-head ``self_attention``), which the official fine-tuning scripts drop and so do we.
 The taps are not stored: every official launcher passes ``--adapter_list 0,11,22``.
 
-The official adapter attends to every position (its inner mask is all ones) and reads RoBERTa's hidden states
+``KnowledgeAdapter.from_official`` puts these pieces together. The official adapter attends to every position (its inner mask is all ones) and reads RoBERTa's hidden states
 as they are; the converted adapter is configured to do the same (``faithful_padding=True``, ``tap_norm="none"``),
 so it computes what the official code computes on the same inputs.
 """
@@ -110,18 +110,9 @@ def official_backbone_identity(backbone) -> BackboneIdentity:
     return backbone_identity(backbone)
 
 
-def from_official(path: str | Path, backbone="roberta-large",
-                  tap_layers: tuple[int, ...] = PAPER_TAP_LAYERS):
-    """A :class:`~kadapter.adapter.KnowledgeAdapter` holding a released official adapter (see the module doc)."""
-    from .adapter import KnowledgeAdapter
-
-    path = Path(path)
-    state = read_official_state(path)
-    identity = official_backbone_identity(backbone)
-    adapter = KnowledgeAdapter(official_config(tap_layers), identity)
-    converted = convert_official_state(state, adapter.state_dict(), path)
-    adapter.load_state_dict(converted, strict=True)
-    adapter.provenance = {
+def official_provenance(path: str | Path, state: dict[str, torch.Tensor]) -> dict:
+    """What a converted official adapter records about where its weights came from (saved with it, and in its card)."""
+    return {
         "source": "microsoft/K-Adapter released adapter (README: Google Drive folder 12mfLpYq4BTwdbLZnQsdwDJKubM9aOr9f)",
         "file": str(path),
         "trained_on": "the official pre-training data (fac-adapter: T-REx-rc; lin-adapter: Stanford-parsed BookCorpus)",
@@ -129,4 +120,3 @@ def from_official(path: str | Path, backbone="roberta-large",
         "taps": "not stored in the file; set to the official launchers' --adapter_list",
         "dropped_pretraining_head": sorted(k for k in state if k.startswith(PRETRAINING_HEAD_PREFIXES)),
     }
-    return adapter
