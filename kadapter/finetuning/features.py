@@ -97,7 +97,7 @@ def prepare_features(data: TaskData, settings: Sequence[Setting], seeds: Sequenc
     at the head's positions; the backbone states at the taps stay in the feature cache for settings that train
     adapters. Returns (encoded splits, encoding stats per split, {split: SplitFeatures} or {} when no setting
     needs them)."""
-    encoded, stats = encode_task(data, tokenizer, config.max_length)
+    encoded, stats = encode_task(data, tokenizer, config.max_length, config.input_format)
     identity = backbone_identity(backbone)
     frozen: dict[str, KnowledgeAdapter] = {}
     taps: set[int] = set()

@@ -131,6 +131,7 @@ def build_model(setting: Setting, seed: int, data: TaskData, encoded: DatasetDic
     base = copy.deepcopy(backbone) if setting.backbone_trainable else backbone
     encoder = KAdapterModel(base, adapters, fusion=setting.fusion, tokenizer=tokenizer)
     encoder.set_backbone_trainable(setting.backbone_trainable)
+    encoder.frozen_adapter_dropout = config.frozen_adapter_dropout
     model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout))
     collate = collate_tokens(kind, tokenizer.pad_token_id)
     return model, {s: (TokensDataset(encoded[s], kind), collate) for s in SPLITS}

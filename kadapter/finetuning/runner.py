@@ -133,7 +133,9 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
 
 # Config fields that change what a run computes, by setting mode; the others (progress, paths, batch sizes of
 # feature extraction and evaluation, the other modes' rates) leave a finished run valid.
-_COMMON_FIELDS = ("batch_size", "weight_decay", "warmup_ratio", "patience", "dropout", "max_length", "cache_dtype")
+_COMMON_FIELDS = ("batch_size", "weight_decay", "warmup_ratio", "warmup_steps", "adam_epsilon", "max_grad_norm",
+                  "mixed_precision", "trained_backbone_overrides", "input_format", "frozen_adapter_dropout",
+                  "patience", "dropout", "max_length", "cache_dtype")
 _MODE_FIELDS = {
     "baseline": (),
     "pooled": _COMMON_FIELDS + ("epochs", "learning_rate", "learning_rates", "random_adapter_seed"),
@@ -211,7 +213,9 @@ def _train(model, splits, setting: Setting, seed: int, lr: float, data: TaskData
     """Train on train with the shared Trainer, score every epoch on dev, restore the best epoch's weights."""
     train_config = TrainConfig(
         output_dir=str(output_dir), epochs=config.epochs_for(setting), batch_size=config.batch_size,
-        learning_rate=lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=seed,
+        learning_rate=lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_steps_for(setting), adam_epsilon=config.adam_epsilon,
+        max_grad_norm=config.max_grad_norm, mixed_precision=config.mixed_precision, seed=seed,
         metric=data.task.metric, patience=config.patience, cpu=config.device == "cpu", progress=config.progress,
         log_every=50, desc=f"{data.task.name} · {setting.name} · seed {seed} · lr {lr:g}")
 

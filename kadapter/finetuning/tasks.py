@@ -154,36 +154,50 @@ def load_task(name: str, *, limits: Mapping[str, int | None] | None = None, dev_
 
 
 # ===================================================================================================== encoding
-def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[DatasetDict, dict[str, dict]]:
+def encode_task(data: TaskData, tokenizer, max_length: int = 128,
+                input_format: str = "kit") -> tuple[DatasetDict, dict[str, dict]]:
     """Every split as model inputs with ``positions`` (the sequence positions the head reads) and ``labels``.
 
-    Returns the encoded splits and, per split, :class:`EncodingStats` as a dict (how many inputs were truncated
-    around their markers so that the markers survive).
+    ``input_format="official"`` builds the token sequences of microsoft/K-Adapter's featurisers
+    (:mod:`kadapter.official_inputs`); ``"kit"`` the kit's own encoders. Returns the encoded splits and, per split,
+    :class:`EncodingStats` as a dict (how many inputs were truncated, markers kept).
     """
+    from .. import official_inputs as oi
+
+    if input_format not in ("kit", "official"):
+        raise ValueError(f"input_format must be 'kit' or 'official', got {input_format!r}")
+    official = input_format == "official"
     kind, label2id = data.task.kind, {label: i for i, label in enumerate(data.labels or [])}
     encoded, stats = {}, {}
     for split, records in data.splits.items():
-        if kind == RELATION:
+        if kind == RELATION and not official:
             enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id)
             enc = enc.map(lambda r: {"positions": [r["subj_pos"], r["obj_pos"]]},
                           remove_columns=["subj_pos", "obj_pos"], desc="positions",
                           new_fingerprint=f"{enc._fingerprint}-positions"[:64])
+            encoded[split], stats[split] = enc, st.to_dict()
+            continue
+        if kind == RELATION:
+            def fn(r):
+                out = oi.official_relation(r, tokenizer, max_length, label2id)
+                out["positions"] = [out.pop("subj_pos"), out.pop("obj_pos")]
+                return out
+            counted = Counter(records["relation"])
         elif kind == ENTITY_TYPING:
-            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
-                                                        "entity_pos"),
-                              remove_columns=records.column_names, desc="encode entity typing",
-                              new_fingerprint=encoding_fingerprint(records, "entity_typing", tokenizer, max_length,
-                                                                   label2id))
-            st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
-                               label_counts=dict(sorted(Counter(t for ls in records["labels"] for t in ls).items())))
+            encode = oi.official_entity_typing if official else encode_entity_typing
+            fn = lambda r: _with_positions(encode(r, tokenizer, max_length, label2id), "entity_pos")  # noqa: E731
+            counted = Counter(t for ls in records["labels"] for t in ls)
         else:
-            enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
-                                                               max_length, r["label"]),
-                              remove_columns=records.column_names, desc="encode multiple choice",
-                              new_fingerprint=encoding_fingerprint(records, "multiple_choice", tokenizer, max_length,
-                                                                   None))
-            st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
-                               label_counts=dict(sorted(Counter(records["label"]).items())))
+            encode = oi.official_multiple_choice if official else encode_multiple_choice
+            fn = lambda r: encode(r["context"], r["question"], r["choices"], tokenizer, max_length,  # noqa: E731
+                                  r["label"])
+            counted = Counter(records["label"])
+        what = f"{kind}-official" if official else kind
+        enc = records.map(fn, remove_columns=records.column_names, desc=f"encode {what}",
+                          new_fingerprint=encoding_fingerprint(records, what, tokenizer, max_length,
+                                                               label2id if kind != MULTIPLE_CHOICE else None))
+        st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
+                           label_counts=dict(sorted(counted.items())))
         encoded[split], stats[split] = enc, st.to_dict()
     return DatasetDict(encoded), stats
 
