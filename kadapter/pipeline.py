@@ -118,10 +118,12 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_finetuning": {
             "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
-            "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
-            "patience": None, "keep_feature_cache": False, "device": "cuda",
-            "trained_backbone_combinations": ["", "F", "F+L"],
-            "backbone_learning_rate": 1e-5},
+            "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "keep_feature_cache": False,
+            "device": "cuda",
+            # The paper's rows (backbone, +F, +L, +F+L, backbone fine-tuned, adapters frozen), each task with the
+            # paper's recipe (App. C; the official launchers where it is silent) and the official code's inputs,
+            # precision and adapter dropout: kadapter.finetuning.paper_recipes.
+            "trained_backbone_combinations": ["", "F", "L", "F+L"], "paper_recipe": True},
         "04_lama_probing": {
             "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "pretrained_head": True, "corpus_sentences": None, "epochs": 2, "learning_rate": 3e-3, "seeds": [0, 1, 2],
@@ -154,7 +156,7 @@ def _rehearsal_profile(width: str) -> dict[str, dict]:
     profile["03_finetuning"].update(
         limits={"openentity": {"train": 12, "dev": 6, "test": 6}, "semeval": {"train": 12, "dev": 6, "test": 6},
                 "cosmosqa": {"train": 4, "dev": 2, "test": 2}},
-        seeds=[0], epochs=2, trained_epochs=1)
+        seeds=[0], epochs=2, paper_recipe_overrides={"trained_epochs": 1})
     profile["04_lama_probing"].update(corpus_sentences=40, seeds=[0], relations=["P19", "P36", "P1412"],
                                       facts_per_relation=10)
     if width == "narrow":

@@ -30,7 +30,7 @@ def test_rehearsal_profiles_are_the_paper_profile_with_data_cut():
                     "storage_dtype", "tap_layers", "adapter_transformer_layers"):
             assert pre[key] == paper["02_adapter_pretraining"][key], key
         fine = profile["03_finetuning"]
-        for key in ("trained_backbone_combinations", "backbone_learning_rate", "max_length", "patience", "tasks"):
+        for key in ("trained_backbone_combinations", "paper_recipe", "tasks"):
             assert fine[key] == paper["03_finetuning"][key], key
         assert profile["04_lama_probing"]["pretrained_head"] is True
     assert PROFILES["rehearsal"]["02_adapter_pretraining"]["adapter_hidden_size"] == 768
@@ -80,7 +80,11 @@ def test_narrow_rehearsal_runs_every_stage(tmp_path):
     assert set(tasks) == {"openentity", "semeval", "cosmosqa"}
     for task, result in tasks.items():
         trained = [r["setting"] for r in result["summary"] if r["setting"].endswith("| backbone trained")]
-        assert trained == ["backbone | backbone trained", "+F | backbone trained", "+F+L | backbone trained"], task
+        assert trained == ["backbone | backbone trained", "+F | backbone trained", "+L | backbone trained",
+                           "+F+L | backbone trained"], task
+        # the paper's recipe for the task, the official inputs
+        config = json.loads((run_dir / "03_finetuning" / task / "results.json").read_text())["config"]
+        assert config["input_format"] == "official" and config["trained_backbone_overrides"]
         assert not result["adapters_untrained"]
     # the paper profile frees its feature caches once a stage is done with them (disk): 02's per kind, 03's per task
     for kind in ("factual", "linguistic"):
