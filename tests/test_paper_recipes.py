@@ -110,3 +110,18 @@ def test_frozen_adapters_keep_dropout_only_when_asked():
     model.frozen_adapter_dropout = True
     assert model.train().adapters["factual"].training  # the official code: dropout stays active
     assert not model.eval().adapters["factual"].training
+
+
+def test_paper_numbers_sit_on_the_rows_trained_as_the_paper():
+    for task in ("openentity", "tacred", "cosmosqa"):
+        ref = ft.paper_reference(task)
+        assert set(ref["values"]) == {f"{c} | backbone trained" for c in ("backbone", "+F", "+L", "+F+L")}, task
+        # the paper's rows are the ones the paper profile trains
+        names = {ft.setting_name(c.split("+") if c else [], backbone_trainable=True)
+                 for c in PROFILES["paper"]["03_finetuning"]["trained_backbone_combinations"]}
+        assert set(ref["values"]) == names
+    assert "leaderboard test" in ft.paper_reference("cosmosqa")["split"]
+    odd = ft.paper_reference("openentity")["unplaced"]["K-Adapter (w/o knowledge)"]
+    p, r = odd["precision"], odd["recall"]
+    assert odd["value"] == 76.17 and f"{2 * p * r / (p + r):.2f}" == "74.69" and "74.69" in odd["note"]
+    assert ft.paper_reference("semeval") is None  # the paper has no SemEval numbers
