@@ -86,14 +86,14 @@ def main() -> None:
             counts[split] = {"examples": len(enc), "sequences": len(seqs), "tokens": tokens(seqs["attention_mask"])}
         total = sum(c["tokens"] for c in counts.values())
         train_padded = padded_tokens(encoded["train"], data.task.kind, recipe.batch_size)
-        evals = counts["dev"]["tokens"] + counts["test"]["tokens"]
         steps = math.ceil(counts["train"]["examples"] / recipe.batch_size) * recipe.epochs
         # backbone-trained rows: backbone fwd+bwd (3x) + each frozen adapter's forward (+ its fusion), per epoch over
-        # the padded train batches, a dev pass per epoch and a test pass (real tokens; dev/test padding is minor)
+        # the padded train batches; a dev pass per epoch and a test pass per run (real tokens: their padding is minor)
         adapters = sum(len([x for x in combo.split("+") if x]) for combo in combos)
-        trained = seeds * recipe.epochs * (len(combos) * train_padded * 2 * 3 * BACKBONE_FWD
-                                           + adapters * train_padded * 2 * ADAPTER_FWD
-                                           + len(combos) * evals * 2 * BACKBONE_FWD)
+        dev, test = counts["dev"]["tokens"], counts["test"]["tokens"]
+        trained = seeds * (len(combos) * (recipe.epochs * (train_padded * 2 * 3 * BACKBONE_FWD
+                                                           + dev * 2 * BACKBONE_FWD) + test * 2 * BACKBONE_FWD)
+                           + adapters * recipe.epochs * train_padded * 2 * ADAPTER_FWD)
         out["finetuning"][task_name] = {
             **counts, "recipe": {"batch_size": recipe.batch_size, "epochs": recipe.epochs,
                                  "max_length": recipe.max_length, "optimizer_steps_per_run": steps},

@@ -204,7 +204,9 @@ def _write_json(path: Path, payload: dict) -> None:
 
 # How long one notebook cell may run before its stage fails as hung, per profile (seconds). A stage's longest cell
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
-# paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
+# paper's fine-tuning of RoBERTa-large (4 backbone-trained rows x 3 seeds x 3 tasks, float32) is estimated at
+# 2-6 hours on one GPU (benchmarks/README.md, paper_arithmetic.py); 7 days leaves room for a slow one. Other
+# profiles get the default;
 # `--cell-timeout` overrides.
 CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60, "gemma": 2 * 3600}
 DEFAULT_CELL_TIMEOUT = 24 * 3600
