@@ -12,7 +12,8 @@ The package, by idea (every public name is importable from ``kadapter.finetuning
 * :mod:`.tasks` — what each task is, loading, encoding, scoring;
 * :mod:`.features` — the fixed features (feature cache, frozen adapters at the head's positions) and datasets;
 * :mod:`.models` — the task models and their heads' wiring, :func:`build_model`;
-* :mod:`.runner` — the run loop (:func:`run_finetuning`), evaluation, finished-run reuse;
+* :mod:`.runner` — the run loop (:func:`run_finetuning`) and evaluation;
+* :mod:`.reuse` — a run's identity (backbone, adapters and data by content): when a finished run is reused;
 * :mod:`.results` — summaries, tables, the paper's numbers and the verdicts.
 
 Why it is cheap where it can be: with the backbone *and* the adapters frozen, their outputs are fixed, and the fusion
@@ -39,5 +40,5 @@ from .settings import (ADAPTER_LETTERS, NOTEBOOK_PAPER_PARAMETERS, NOTEBOOK_SMOK
 from .tasks import (ENTITY_TYPING, MULTIPLE_CHOICE, RELATION, SPLITS, TASKS, TaskData, TaskSpec, encode_task,
                     load_task, score)
 
-_SUBMODULES = {"features", "models", "results", "runner", "settings", "tasks"}
+_SUBMODULES = {"features", "models", "results", "reuse", "runner", "settings", "tasks"}
 __all__ = sorted(name for name in dir() if not name.startswith("_") and name not in _SUBMODULES | {"annotations"})

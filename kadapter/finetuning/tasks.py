@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, DatasetDict
 
+from ..backbone_kind import ENCODER_KIND, BackboneKind
 from ..baselines import as_label_set
 from ..encoding import (EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset,
                        encoding_fingerprint)
@@ -154,34 +155,44 @@ def load_task(name: str, *, limits: Mapping[str, int | None] | None = None, dev_
 
 
 # ===================================================================================================== encoding
-def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[DatasetDict, dict[str, dict]]:
+def encode_task(data: TaskData, tokenizer, max_length: int = 128,
+                backbone_kind: BackboneKind = ENCODER_KIND) -> tuple[DatasetDict, dict[str, dict]]:
     """Every split as model inputs with ``positions`` (the sequence positions the head reads) and ``labels``.
+
+    Which positions is the backbone kind's choice (:mod:`kadapter.backbone_kind`): on an encoder the opening
+    markers and the first token; on a causal LM, where a position has seen only what precedes it, the closing
+    ``@``/``#`` of each entity (relation), the closing ``@`` of the mention (entity typing) and the last token of
+    each choice's sequence (multiple choice). Multiple-choice positions are one list per choice.
 
     Returns the encoded splits and, per split, :class:`EncodingStats` as a dict (how many inputs were truncated
     around their markers so that the markers survive).
     """
     kind, label2id = data.task.kind, {label: i for i, label in enumerate(data.labels or [])}
+    bk = backbone_kind
     encoded, stats = {}, {}
     for split, records in data.splits.items():
         if kind == RELATION:
-            enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id)
+            enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id, markers=bk.relation_markers)
             enc = enc.map(lambda r: {"positions": [r["subj_pos"], r["obj_pos"]]},
                           remove_columns=["subj_pos", "obj_pos"], desc="positions",
                           new_fingerprint=f"{enc._fingerprint}-positions"[:64])
         elif kind == ENTITY_TYPING:
-            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
+            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id,
+                                                                             markers=bk.entity_markers),
                                                         "entity_pos"),
                               remove_columns=records.column_names, desc="encode entity typing",
-                              new_fingerprint=encoding_fingerprint(records, "entity_typing", tokenizer, max_length,
-                                                                   label2id))
+                              new_fingerprint=encoding_fingerprint(records, _variant("entity_typing", bk.entity_markers),
+                                                                   tokenizer, max_length, label2id))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
                                label_counts=dict(sorted(Counter(t for ls in records["labels"] for t in ls).items())))
         else:
-            enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
-                                                               max_length, r["label"]),
+            enc = records.map(lambda r: _with_choice_positions(
+                                  encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
+                                                         max_length, r["label"]), bk),
                               remove_columns=records.column_names, desc="encode multiple choice",
-                              new_fingerprint=encoding_fingerprint(records, "multiple_choice", tokenizer, max_length,
-                                                                   None))
+                              new_fingerprint=encoding_fingerprint(records, _variant("multiple_choice",
+                                                                                     bk.sequence_pooling),
+                                                                   tokenizer, max_length, None))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
                                label_counts=dict(sorted(Counter(records["label"]).items())))
         encoded[split], stats[split] = enc, st.to_dict()
@@ -191,3 +202,14 @@ def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[Datas
 def _with_positions(encoded: dict, key: str) -> dict:
     encoded["positions"] = [encoded.pop(key)]
     return encoded
+
+
+def _with_choice_positions(encoded: dict, backbone_kind: BackboneKind) -> dict:
+    """The position each choice's sequence is read at (unpadded): its first or its last token."""
+    encoded["positions"] = [[backbone_kind.pool_position(len(ids))] for ids in encoded["input_ids"]]
+    return encoded
+
+
+def _variant(task: str, choice: str) -> str:
+    """The encoding's name in its cache fingerprint: the encoder's choice keeps the name it always had."""
+    return task if choice in ("open", "first") else f"{task}-{choice}"
