@@ -25,9 +25,12 @@ TASK_OF = {ft.RELATION: "semeval", ft.ENTITY_TYPING: "openentity", ft.MULTIPLE_C
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizer_fixtures import roberta_bpe_tokenizer
+    from transformers import AutoTokenizer
 
-    return CAUSAL_LM_KIND.prepare_tokenizer(roberta_bpe_tokenizer())
+    from tokenizer_fixtures import roberta_bpe_tokenizer_dir
+
+    # a copy of its own: padding on the left must not leak into the session's shared test tokenizer
+    return CAUSAL_LM_KIND.prepare_tokenizer(AutoTokenizer.from_pretrained(roberta_bpe_tokenizer_dir()))
 
 
 @pytest.fixture(scope="module", params=sorted(TINY))

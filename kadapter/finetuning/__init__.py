@@ -32,8 +32,11 @@ from .features import (PooledDataset, SplitFeatures, TapsDataset, TokensDataset,
                        prepare_features, sequence_dataset, split_features)
 from .models import (AdapterTaskModel, PooledTaskModel, SequenceTaskModel, build_model, head_inputs,
                      make_head)
-from .results import PAPER_REFERENCE, compare, knowledge_verdicts, paper_reference, results_table, summarize
-from .runner import (RESULTS_NAME, decode, evaluate_split, majority_predictions, predict, run_finetuning)
+from .results import (ITEM_METRIC, PAPER_REFERENCE, PairedComparison, compare, comparison_pairs, item_scores,
+                      knowledge_verdicts, paired_comparisons, paired_verdicts, paper_reference, results_table,
+                      summarize)
+from .runner import (RESULTS_NAME, decode, evaluate_split, item_correct, majority_predictions, predict,
+                     run_finetuning)
 from .settings import (ADAPTER_LETTERS, NOTEBOOK_PAPER_PARAMETERS, NOTEBOOK_SMOKE_PARAMETERS, RANDOM_INIT,
                        FineTuneConfig, Setting, build_adapter, random_init_seed, resolve_adapter_dirs,
                        save_untrained_adapter, setting_name, standard_settings)

@@ -21,7 +21,7 @@ from ..metrics import logits_to_label_sets
 from ..training import TrainConfig, train
 from .features import prepare_features
 from .models import build_model
-from .results import paper_reference, summarize
+from .results import paired_comparisons, paper_reference, summarize
 from .reuse import load_finished, run_identity, run_inputs, start_fresh_if_changed
 from .settings import FineTuneConfig, Setting
 from .tasks import ENTITY_TYPING, MULTIPLE_CHOICE, TaskData, TaskSpec, score
@@ -124,6 +124,7 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         "settings": [s.to_dict() for s in settings],
         "runs": [{k: v for k, v in r.items() if k != "test_predictions"} for r in runs],
         "summary": summarize(runs, data.task.metric, names),
+        "comparisons": [c.to_dict() for c in paired_comparisons(runs, settings)],
         "paper_reference": paper_reference(data.task.name),
         "seconds": {"features": feature_seconds, "total": time.time() - t0},
         **dict(metadata or {}),
@@ -146,6 +147,7 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
         for split in ("dev", "test"):
             pred, baseline = majority_predictions(data, split)
             record[split] = score(data.task, data.gold(split), pred)
+        record["test_correct"] = item_correct(data.gold("test"), pred)
         record["majority"] = _jsonable(baseline.overall)
         record["majority_train_share"] = baseline.share()
         record.update(best_epoch=None, history=[], trainable_parameters=0, seconds=time.time() - t0)
@@ -170,8 +172,15 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
     record.update(learning_rate=lr, learning_rate_search=search, best_epoch=run["best_epoch"],
                   epochs_run=summary["epochs_run"], stopped_early=run["stopped"], history=run["history"],
                   trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                  seconds=time.time() - t0, test_predictions=[_jsonable(p) for p in test_pred])
+                  seconds=time.time() - t0, test_predictions=[_jsonable(p) for p in test_pred],
+                  test_correct=item_correct(data.gold("test"), test_pred))
     return record
+
+
+def item_correct(gold: Sequence, pred: Sequence) -> list[int]:
+    """Per test item, 1 when the prediction is exactly right (the relation with its direction, the whole type set,
+    the answer), else 0: what the paired statistics compare settings on (:mod:`kadapter.statistics`)."""
+    return [int(g == p) for g, p in zip(gold, pred, strict=True)]
 
 
 def _train(model, splits, setting: Setting, seed: int, lr: float, data: TaskData, config: FineTuneConfig,
