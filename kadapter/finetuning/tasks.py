@@ -211,5 +211,6 @@ def _with_choice_positions(encoded: dict, backbone_kind: BackboneKind) -> dict:
 
 
 def _variant(task: str, choice: str) -> str:
-    """The encoding's name in its cache fingerprint: the encoder's choice keeps the name it always had."""
-    return task if choice in ("open", "first") else f"{task}-{choice}"
+    """The encoding's name in its cache fingerprint: which position the head reads is part of what was encoded
+    (multiple-choice encodings carry their positions only since causal backbones are supported)."""
+    return f"{task}-{choice}"
