@@ -79,7 +79,7 @@ def main() -> None:
         recipe = ft.PAPER_RECIPES[task_name]  # the paper's recipe per task, official inputs
         config = recipe.finetune_config()
         data = ft.load_task(task_name)
-        encoded, _ = ft.encode_task(data, tok, recipe.max_length, config.input_format)
+        encoded, _ = ft.encode_task(data, tok, recipe.max_length, input_format=config.input_format)
         counts = {}
         for split, enc in encoded.items():
             seqs, _, choices = ft.sequence_dataset(enc, data.task.kind)

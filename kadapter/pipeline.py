@@ -84,19 +84,28 @@ PROFILES: dict[str, dict[str, dict]] = {
             "facts_per_relation": 15, "device": "cpu"},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
-    # Gemma 3 270M (optional [gemma] extra; a causal LM): factual-adapter pre-training -> LAMA probing head for head
-    # -> the demo, sized to finish within about an hour on a 2-core CPU. Run it with
-    # `--profile gemma --only 01_data_alignment 02_adapter_pretraining 04_lama_probing 05_probing_demo`.
+    # Gemma 3 270M (optional [gemma] extra; a causal LM): every stage after the quickstart — factual and linguistic
+    # adapter pre-training, fine-tuning (backbone, +F, +L, +F+L, twins, majority), LAMA probing head for head, the
+    # demo — sized to finish within about an hour on a 2-core CPU.
     "gemma": {
         "01_data_alignment": {"limit": 100, "min_examples": 20, "alignment_docs": 40, "spacy_sentences": 120,
                               "arc_examples": 1},
         "02_adapter_pretraining": {
-            "backbone": "gemma-3-270m", "adapter_kinds": ["factual"], "factual_data_dir": FACTUAL_DATA,
+            "backbone": "gemma-3-270m", "adapter_kinds": ["factual", "linguistic"], "factual_data_dir": FACTUAL_DATA,
             "train_examples": 1500, "dev_examples": 300, "max_length": 48, "adapter_hidden_size": 128,
             "adapter_heads": 4, "adapter_intermediate_size": 256, "adapter_transformer_layers": 1, "epochs": 2,
             "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cpu"},
+        "03_finetuning": {
+            "backbone": "gemma-3-270m", "tasks": ["openentity", "semeval", "cosmosqa"],
+            "limits": {"openentity": {"train": 300, "dev": 100, "test": 300},
+                       "semeval": {"train": 300, "dev": 100, "test": 300},
+                       "cosmosqa": {"train": 60, "dev": 30, "test": 60}},
+            "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "max_length": 96, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 2, "cache_root": FEATURE_CACHE,
+            "storage_dtype": "bfloat16", "device": "cpu"},
         "04_lama_probing": {
-            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
+            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "adapter_combinations": [["factual"], ["factual", "linguistic"]], "pretrained_head": True,
             "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
             "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
             "probe_batch_size": 64, "device": "cpu"},

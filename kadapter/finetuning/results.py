@@ -1,13 +1,24 @@
 """Fine-tuning results: per-setting summaries over seeds, the results table, the paper's reference numbers and
-the knowledge-vs-capacity verdicts against the w/o-knowledge controls."""
+the knowledge-vs-capacity verdicts against the w/o-knowledge controls.
+
+The verdicts are paired statistics (:mod:`kadapter.statistics`, the kit's one method for every comparison): each
+adapter setting against the backbone alone and against its "w/o knowledge" twin, on the same test items and seeds —
+the difference in per-item exact match (the relation with its direction, the whole type set, the answer) with a
+95% bootstrap interval over items and seeds, and an exact McNemar p. The headline metric (micro-F1, macro-F1) is
+not a mean over items, so the statistics use exact match, its per-item counterpart; the table shows both."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from .. import statistics
 from ..metrics import mean_std
-from .settings import Setting
+from .settings import ADAPTER_LETTERS, Setting, setting_name
+
+#: What the paired statistics compare, per test item (see the module docstring).
+ITEM_METRIC = "exact match"
 
 
 # ====================================================================================================== results
@@ -48,8 +59,25 @@ def results_table(results: Mapping, percent: bool = True):
             f"test {results['metric']}": f"{scale * row['test_mean']:.2f} ± {scale * row['test_std']:.2f}",
             "seeds": row["n_seeds"],
             "trainable params": row["trainable_parameters"],
+            **paired_columns(results.get("comparisons", []), row["setting"], scale),
         })
     return pd.DataFrame(rows).set_index("setting")
+
+
+def paired_columns(comparisons: Sequence[Mapping], setting: str, scale: float = 100.0) -> dict:
+    """The table cells of one setting's paired comparisons: Δ exact match [95% CI] and McNemar p, against the
+    backbone and against its w/o-knowledge twin (frozen); empty for the rows without one."""
+    cells = {}
+    for role, column in (("backbone", "vs backbone"), ("twin", "vs twin")):
+        match = [c for c in comparisons if c["variant"] == setting and c.get("role") == role]
+        if not match:
+            cells[f"Δ {ITEM_METRIC} {column} [95% CI]"] = cells[f"McNemar p {column}"] = "—"
+            continue
+        c = match[0]
+        cells[f"Δ {ITEM_METRIC} {column} [95% CI]"] = \
+            f"{scale * c['delta']:+.2f} [{scale * c['ci_low']:+.2f}, {scale * c['ci_high']:+.2f}]"
+        cells[f"McNemar p {column}"] = "—" if c["p_mcnemar"] is None else f"{c['p_mcnemar']:.3g}"
+    return cells
 
 
 # ============================================================================================ paper reference
@@ -136,4 +164,79 @@ def knowledge_verdicts(results: Mapping, split: str = "test") -> list[str]:
         c = compare(results, f"{combo} (adapters trained)", f"{combo} (w/o knowledge, trained)", split)
         if c:
             lines.append(sentence(c, "knowledge as the starting point of a trained adapter"))
+    return lines
+
+
+# ==================================================================================== paired statistics over items
+def comparison_pairs(settings: Sequence[Setting]) -> list[tuple[str, str, str, str]]:
+    """(reference, variant, role, reference in prose) for every comparison the verdicts make, among `settings`:
+    the backbone over the majority baseline; each knowledge setting over the backbone alone (same regime) and
+    over its w/o-knowledge twins (frozen, trained); pre-trained adapters trained on the task over the trained twin."""
+    names = {s.name for s in settings}
+    letters = {v: k for k, v in ADAPTER_LETTERS.items()}
+    pairs = []
+    for s in settings:
+        if s.baseline or not s.knowledge:
+            continue
+        regime = dict(fusion=s.fusion, backbone_trainable=s.backbone_trainable)
+        if not s.adapters:
+            if "majority" in names:
+                pairs.append(("majority", s.name, "majority", "the majority baseline"))
+            continue
+        combo = [letters.get(n, n) for n in s.adapters]
+        backbone = setting_name((), backbone_trainable=s.backbone_trainable)
+        if backbone in names:
+            pairs.append((backbone, s.name, "backbone", "the backbone alone"))
+        for trained in ((True,) if s.adapters_trainable else (False, True)):
+            twin = setting_name(combo, knowledge=False, adapters_trainable=trained, **regime)
+            if twin in names:
+                role = "twin" if trained == s.adapters_trainable else "trained twin"
+                pairs.append((twin, s.name, role, f"its w/o-knowledge twin ({'trained' if trained else 'frozen'})"))
+    return pairs
+
+
+def item_scores(runs: Sequence[Mapping], setting: str, seeds: Sequence) -> np.ndarray | None:
+    """(seeds, test items) exact-match scores of a setting, rows in `seeds` order; a baseline's single run stands
+    for every seed. None when a run lacks per-item scores (results written before they were kept)."""
+    by_seed = {r["seed"]: r for r in runs if r["setting"] == setting}
+    if set(by_seed) == {None}:
+        by_seed = {seed: by_seed[None] for seed in seeds}
+    rows = [by_seed.get(seed, {}).get("test_correct") for seed in seeds]
+    return None if any(r is None for r in rows) else np.array(rows, dtype=float)
+
+
+def paired_comparisons(runs: Sequence[Mapping], settings: Sequence[Setting], *,
+                       n_resamples: int = 10_000) -> list[PairedComparison]:
+    """Every pair of :func:`comparison_pairs` on the test items, over the seeds both settings ran."""
+    out = []
+    for reference, variant, role, phrase in comparison_pairs(settings):
+        seeds = sorted({r["seed"] for r in runs if r["setting"] == variant}, key=lambda x: (x is None, x))
+        ref, var = item_scores(runs, reference, seeds), item_scores(runs, variant, seeds)
+        if ref is None or var is None:
+            continue
+        c = statistics.compare(ref, var, reference_name=reference, variant_name=variant, metric=ITEM_METRIC,
+                               n_resamples=n_resamples)
+        out.append(PairedComparison(c, role, phrase))
+    return out
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A :class:`kadapter.statistics.Comparison` with what the reference is to the variant (``backbone``,
+    ``twin``, ``trained twin``, ``majority``) and how a sentence names the reference."""
+
+    comparison: statistics.Comparison
+    role: str
+    reference_phrase: str
+
+    def to_dict(self) -> dict:
+        return self.comparison.to_dict() | {"role": self.role, "reference_phrase": self.reference_phrase}
+
+
+def paired_verdicts(results: Mapping) -> list[str]:
+    """One generated sentence per paired comparison stored in `results` (:func:`kadapter.statistics.verdict`)."""
+    lines = []
+    for d in results.get("comparisons", []):
+        fields_ = {k: d[k] for k in statistics.Comparison.__dataclass_fields__}
+        lines.append(statistics.verdict(statistics.Comparison(**fields_), reference_phrase=d["reference_phrase"]))
     return lines

@@ -217,7 +217,9 @@ class FineTuneConfig:
     # adapter pass over the data per seed when frozen).
     random_adapter_seed: int | None = 0
     cache_root: str | None = None  # the backbone feature cache (None: $KADAPTER_CACHE or ~/.cache/kadapter)
-    cache_dtype: str = "float16"
+    # None: the backbone kind's safe default (float16 on encoders, bfloat16 on causal LMs, whose residual stream
+    # overflows float16; kadapter.backbone_kind)
+    cache_dtype: str | None = None
     # False: delete the task's backbone feature caches once its runs are finished (CosmosQA at length 256 on
     # RoBERTa-large: ~10 GB); True keeps them for later runs on the same data.
     keep_feature_cache: bool = True
