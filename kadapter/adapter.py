@@ -18,6 +18,7 @@ from .safe_files import DamagedFileError, load_safetensors, read_json, save_safe
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
+CARD_NAME = "README.md"  # the Hub model card (kadapter.model_card)
 
 # Config fields free to change after training (they act only while training from scratch); every other field changes
 # what the saved weights compute and is checked against the copy stored in the weights file's metadata.
@@ -87,6 +88,8 @@ class KnowledgeAdapter(nn.Module):
         kind = kind or kind_for_model_type(backbone.model_type)  # kadapter.backbone_kind
         self.config = config.resolved(backbone.num_hidden_layers, kind.adapter_defaults())
         self.backbone = backbone
+        # Where the weights came from, when not trained here (e.g. the official release): saved with them.
+        self.provenance: dict = {}
         self.adapter_layers = nn.ModuleList(
             AdapterLayer(self.config, backbone.hidden_size) for _ in self.config.tap_layers
         )
@@ -159,7 +162,11 @@ class KnowledgeAdapter(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, directory: str | Path, **metadata) -> Path:
-        """A standalone, self-describing adapter directory: adapter_config.json + adapter.safetensors."""
+        """A standalone, self-describing adapter directory: adapter_config.json + adapter.safetensors + README.md,
+        a model card from the config, the backbone and `metadata` (task, data, settings, steps, dev metrics and
+        baselines, as the trainer passes them), so the folder is a Hub model repo as it is."""
+        from .model_card import adapter_card
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -171,8 +178,30 @@ class KnowledgeAdapter(nn.Module):
             "adapter": self.config.to_dict(),
             "backbone": self.backbone.to_dict(),
             **({"metadata": metadata} if metadata else {}),
+            **({"provenance": self.provenance} if self.provenance else {}),
         })
+        card = adapter_card(self.config.to_dict(), self.backbone.to_dict(),
+                            {"kadapter_version": __version__, **metadata}, self.provenance)
+        (directory / CARD_NAME).write_text(card, encoding="utf-8")
         return directory
+
+    @classmethod
+    def from_official(cls, path: str | Path, backbone="roberta-large",
+                      tap_layers: tuple[int, ...] | None = None) -> "KnowledgeAdapter":
+        """Load an adapter microsoft/K-Adapter released (``fac-adapter``/``lin-adapter`` ``pytorch_model.bin``).
+
+        `backbone`: a hub name or local path (as ``KAdapterModel.from_backbone`` takes), a loaded model or a
+        :class:`BackboneIdentity`; its identity is recorded. Taps default to the official launchers' (0, 11, 22);
+        the adapter attends to padding and reads raw hidden states, as the official one. The pre-training head is
+        dropped; any other key or shape that does not match is an error naming it (``kadapter.official``)."""
+        from .official import (PAPER_TAP_LAYERS, convert_official_state, official_backbone_identity,
+                               official_config, official_provenance, read_official_state)
+
+        state = read_official_state(path)
+        adapter = cls(official_config(tap_layers or PAPER_TAP_LAYERS), official_backbone_identity(backbone))
+        adapter.load_state_dict(convert_official_state(state, adapter.state_dict(), path), strict=True)
+        adapter.provenance = official_provenance(path, state)
+        return adapter
 
     @classmethod
     def from_pretrained(
@@ -213,6 +242,7 @@ class KnowledgeAdapter(nn.Module):
                                                    f"were trained with {trained.get(n)!r}" for n in changed)
                     + " — the config no longer describes the weights (edit it back, or train a new adapter)")
         load_state_strict(adapter, state, directory / WEIGHTS_NAME)
+        adapter.provenance = dict(payload.get("provenance") or {})
         return adapter
 
 

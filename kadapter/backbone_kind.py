@@ -25,6 +25,10 @@ adapter attention                  bidirectional                     causal: pos
 tap normalisation                  none (as the paper)               parameter-free RMS norm of each tapped state
 relation head markers              the opening ``@`` / ``#``         the closing ``@`` / ``#`` (they have seen
                                                                      the whole entity; an opening one has not)
+entity-typing head marker          the opening ``@``                 the closing ``@`` (it has seen the mention)
+multiple-choice head               the first token                   the last real token of each (context,
+                                                                     question + choice) sequence: the only one
+                                                                     that has seen the choice
 =================================  ================================  ==============================================
 
 ``kind_of(model)`` picks the kind from a model (or config); ``KAdapterModel.kind`` holds it.
@@ -56,6 +60,7 @@ class BackboneKind:
     adapter_causal: bool  # adapters over this backbone attend causally
     tap_norm: str  # "none" or "rms": how adapters normalise a tapped hidden state before reading it
     relation_markers: str  # "open" or "close": which entity markers the relation head reads
+    entity_markers: str  # "open" or "close": which of the two ``@`` around a mention the entity-typing head reads
 
     # ------------------------------------------------------------------------------------------------- loading
     def auto_class(self):
@@ -104,6 +109,13 @@ class BackboneKind:
             return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
         return last_real_index(attention_mask)
 
+    def pool_position(self, length: int) -> int:
+        """The position a sequence head reads in an *unpadded* sequence of `length` tokens: 0 (first) or
+        ``length - 1`` (the last token, the only one a causal model has run over the whole sequence to reach)."""
+        if length < 1:
+            raise ValueError("a sequence without any token")
+        return 0 if self.sequence_pooling == "first" else length - 1
+
     # ------------------------------------------------------------------------------------------- feature cache
     def check_storage_dtype(self, storage_dtype: str | None) -> str:
         """The storage dtype to use (None: this kind's default); an unsafe one is an error that says why."""
@@ -134,11 +146,11 @@ class BackboneKind:
 ENCODER_KIND = BackboneKind(
     name=ENCODER, causal=False, padding_side="right", sequence_pooling="first", mask_token_meaningful=True,
     storage_dtypes=("float16", "bfloat16", "float32"), default_storage_dtype="float16", adapter_causal=False,
-    tap_norm="none", relation_markers="open")
+    tap_norm="none", relation_markers="open", entity_markers="open")
 CAUSAL_LM_KIND = BackboneKind(
     name=CAUSAL_LM, causal=True, padding_side="left", sequence_pooling="last", mask_token_meaningful=False,
     storage_dtypes=("bfloat16", "float32"), default_storage_dtype="bfloat16", adapter_causal=True,
-    tap_norm="rms", relation_markers="close")
+    tap_norm="rms", relation_markers="close", entity_markers="close")
 KINDS = {k.name: k for k in (ENCODER_KIND, CAUSAL_LM_KIND)}
 
 

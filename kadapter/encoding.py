@@ -170,12 +170,15 @@ def mark_entity(text: str, span_start: int, span_end: int) -> tuple[str, int]:
 
 
 def encode_entity_typing(record: Mapping, tokenizer, max_length: int = 128,
-                         label2id: Mapping | None = None) -> dict:
+                         label2id: Mapping | None = None, markers: str = "open") -> dict:
     """An entity-typing record ``{text, span_start, span_end, labels}`` with ``@`` around the mention.
 
-    Returns ``input_ids``, ``attention_mask``, ``entity_pos`` (position of the first ``@``), ``truncated`` and,
+    Returns ``input_ids``, ``attention_mask``, ``entity_pos`` (position of the first ``@``, or with
+    ``markers="close"`` of the closing one: on a causal backbone only it has seen the mention), ``truncated`` and,
     with ``label2id``, multi-hot ``labels``.
     """
+    if markers not in ("open", "close"):
+        raise ValueError(f"markers must be 'open' or 'close', got {markers!r}")
     marked, at_char = mark_entity(record["text"], record["span_start"], record["span_end"])
     close_char = at_char + 2 + (record["span_end"] - record["span_start"]) + 1
     enc = tokenizer(marked, truncation=False, return_offsets_mapping=True)
@@ -190,7 +193,7 @@ def encode_entity_typing(record: Mapping, tokenizer, max_length: int = 128,
     before, _ = _special_layout(word_ids)
     span = (token_at(at_char) - before, token_at(close_char) - before)
     ids, where, truncated = _truncate(ids, word_ids, max_length, [span])
-    out = {"input_ids": ids, "attention_mask": [1] * len(ids), "entity_pos": where[span[0]],
+    out = {"input_ids": ids, "attention_mask": [1] * len(ids), "entity_pos": _marker_position(where, span, markers),
            "truncated": truncated}
     if label2id is not None:
         hot = [0.0] * len(label2id)

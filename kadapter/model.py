@@ -51,6 +51,9 @@ class KAdapterModel(nn.Module):
         super().__init__()
         self.backbone = freeze(backbone)
         self.backbone_trainable = False
+        # True: frozen adapters keep dropout on in training mode, as the official fine-tuning code (it never
+        # switches them to eval); False: a frozen adapter is a fixed feature extractor, as the backbone.
+        self.frozen_adapter_dropout = False
         # encoder or causal LM (kadapter.backbone_kind): every difference between the two lives in this object
         self.kind: BackboneKind = kind_of(backbone, kind)
         self.tokenizer = self.kind.prepare_tokenizer(tokenizer)
@@ -135,7 +138,7 @@ class KAdapterModel(nn.Module):
         if not self.backbone_trainable:
             self.backbone.eval()  # the backbone is frozen: its dropout stays off
         for adapter in self.adapters.values():
-            if not any(p.requires_grad for p in adapter.parameters()):
+            if not self.frozen_adapter_dropout and not any(p.requires_grad for p in adapter.parameters()):
                 adapter.eval()  # so does a frozen adapter's: it is a fixed feature extractor, as the backbone
         return self
 

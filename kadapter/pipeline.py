@@ -84,19 +84,28 @@ PROFILES: dict[str, dict[str, dict]] = {
             "facts_per_relation": 15, "device": "cpu"},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
-    # Gemma 3 270M (optional [gemma] extra; a causal LM): factual-adapter pre-training -> LAMA probing head for head
-    # -> the demo, sized to finish within about an hour on a 2-core CPU. Run it with
-    # `--profile gemma --only 01_data_alignment 02_adapter_pretraining 04_lama_probing 05_probing_demo`.
+    # Gemma 3 270M (optional [gemma] extra; a causal LM): every stage after the quickstart — factual and linguistic
+    # adapter pre-training, fine-tuning (backbone, +F, +L, +F+L, twins, majority), LAMA probing head for head, the
+    # demo — sized to finish within about an hour on a 2-core CPU.
     "gemma": {
         "01_data_alignment": {"limit": 100, "min_examples": 20, "alignment_docs": 40, "spacy_sentences": 120,
                               "arc_examples": 1},
         "02_adapter_pretraining": {
-            "backbone": "gemma-3-270m", "adapter_kinds": ["factual"], "factual_data_dir": FACTUAL_DATA,
+            "backbone": "gemma-3-270m", "adapter_kinds": ["factual", "linguistic"], "factual_data_dir": FACTUAL_DATA,
             "train_examples": 1500, "dev_examples": 300, "max_length": 48, "adapter_hidden_size": 128,
             "adapter_heads": 4, "adapter_intermediate_size": 256, "adapter_transformer_layers": 1, "epochs": 2,
             "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cpu"},
+        "03_finetuning": {
+            "backbone": "gemma-3-270m", "tasks": ["openentity", "semeval", "cosmosqa"],
+            "limits": {"openentity": {"train": 300, "dev": 100, "test": 300},
+                       "semeval": {"train": 300, "dev": 100, "test": 300},
+                       "cosmosqa": {"train": 60, "dev": 30, "test": 60}},
+            "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "max_length": 96, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 2, "cache_root": FEATURE_CACHE,
+            "storage_dtype": "bfloat16", "device": "cpu"},
         "04_lama_probing": {
-            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
+            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "adapter_combinations": [["factual"], ["factual", "linguistic"]], "pretrained_head": True,
             "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
             "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
             "probe_batch_size": 64, "device": "cpu"},
@@ -125,10 +134,12 @@ PROFILES: dict[str, dict[str, dict]] = {
         "03_finetuning": {
             "backbone": "roberta-large", "tasks": ["openentity", "semeval", "cosmosqa"], "limits": {},
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
-            "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "trained_epochs": 3, "max_length": 256,
-            "patience": None, "keep_feature_cache": False, "device": "cuda",
-            "trained_backbone_combinations": ["", "F", "F+L"],
-            "backbone_learning_rate": 1e-5},
+            "stand_in_adapter": None, "seeds": [0, 1, 2], "epochs": 10, "keep_feature_cache": False,
+            "device": "cuda",
+            # The paper's rows (backbone, +F, +L, +F+L, backbone fine-tuned, adapters frozen), each task with the
+            # paper's recipe (App. C; the official launchers where it is silent) and the official code's inputs,
+            # precision and adapter dropout: kadapter.finetuning.paper_recipes.
+            "trained_backbone_combinations": ["", "F", "L", "F+L"], "paper_recipe": True},
         "04_lama_probing": {
             "backbone": "roberta-large", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "pretrained_head": True, "corpus_sentences": None, "epochs": 2, "learning_rate": 3e-3, "seeds": [0, 1, 2],
@@ -161,7 +172,7 @@ def _rehearsal_profile(width: str) -> dict[str, dict]:
     profile["03_finetuning"].update(
         limits={"openentity": {"train": 12, "dev": 6, "test": 6}, "semeval": {"train": 12, "dev": 6, "test": 6},
                 "cosmosqa": {"train": 4, "dev": 2, "test": 2}},
-        seeds=[0], epochs=2, trained_epochs=1)
+        seeds=[0], epochs=2, paper_recipe_overrides={"trained_epochs": 1})
     profile["04_lama_probing"].update(corpus_sentences=40, seeds=[0], relations=["P19", "P36", "P1412"],
                                       facts_per_relation=10)
     if width == "narrow":
@@ -203,7 +214,9 @@ def stage_parameters(profile: str, stage: Stage, run_dir: Path) -> dict:
 
 # How long one notebook cell may run before its stage fails as hung, per profile (seconds). A stage's longest cell
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
-# paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
+# paper's fine-tuning of RoBERTa-large (4 backbone-trained rows x 3 seeds x 3 tasks, float32) is estimated at
+# 2-6 hours on one GPU (benchmarks/README.md, paper_arithmetic.py); 7 days leaves room for a slow one. Other
+# profiles get the default;
 # `--cell-timeout` overrides.
 # smoke: its longest cells (02's pre-training of both kinds, 03's fine-tuning table) took 459 s and 340 s on 2 cores
 # shared with ~15 runnable jobs (a full smoke run, 21 min); 20 min leaves room for that and still reports a stalled

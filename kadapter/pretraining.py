@@ -394,7 +394,7 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
             if resolved[name] is not None and name not in twins:  # a twin is its adapter's initial draw
                 adapter = model.encoder.adapters[name]
                 entry["adapter_dir"] = str(adapter.save_pretrained(
-                    out / "adapters" / name, task=kind, dev_metrics=best, best_epoch=run["best_epoch"]))
+                    out / "adapters" / name, **card_metadata(results, config, summary, name, twins)))
             # adapter + fusion + head: everything needed to re-run this model's dev evaluation
             (out / "task_models").mkdir(parents=True, exist_ok=True)
             save_safetensors({k: v.contiguous() for k, v in trainable_state(model).items()},
@@ -412,6 +412,26 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                 if split.cache is not None:
                     shutil.rmtree(split.cache.path, ignore_errors=True)
     return results
+
+
+def _best_dev(run: dict) -> dict | None:
+    return next((h for h in run["history"] if h["epoch"] == run["best_epoch"]), None)
+
+
+def card_metadata(results: dict, config: PretrainConfig, summary: dict, name: str,
+                  twins: Mapping[str, str]) -> dict:
+    """What a saved adapter's model card and config record: task, data and its hold-out, settings, steps, dev
+    metrics beside its random twin's (when trained alongside) and the majority baseline's."""
+    run = summary["runs"][name]
+    baselines = {f"random twin ({twin})": _best_dev(summary["runs"][twin])
+                 for twin, source in twins.items() if source == name and twin in summary["runs"]}
+    baselines.update(results.get("baselines", {}))
+    settings = ("max_length", "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio",
+                "max_grad_norm", "seed", "patience", "storage_dtype")
+    return {"task": results["kind"], "metric": results["metric"],
+            "data": {k: v for k, v in results["data"].items() if k != "encoding"},
+            "settings": {k: getattr(config, k) for k in settings}, "steps": summary["steps"],
+            "best_epoch": run["best_epoch"], "dev_metrics": _best_dev(run), "baselines": baselines}
 
 
 def dev_table(results: dict) -> list[dict]:

@@ -63,7 +63,9 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
+    warmup_steps: int | None = None  # a number of steps (the paper's App. C unit) instead of `warmup_ratio`
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0: no clipping (the official CosmosQA script clips nothing)
     seed: int = 42
     metric: str | None = None  # dev metric for early stopping and best weights; None: keep the last weights
     greater_is_better: bool = True
@@ -128,14 +130,14 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(model: nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
     """AdamW over trainable parameters only; no weight decay on biases and LayerNorm weights (1-D tensors)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, eps=eps)
 
 
 def _loss_of(output) -> torch.Tensor:
@@ -186,11 +188,12 @@ class Trainer:
         set_seed(config.seed)  # python, numpy, torch: dropout masks and any fresh initialisation
         self.optimizers, self.schedulers = {}, {}
         for name, model in self.models.items():
-            optimizer = adamw(model, config.learning_rate, config.weight_decay)
+            optimizer = adamw(model, config.learning_rate, config.weight_decay, config.adam_epsilon)
             self.models[name], self.optimizers[name] = self.accelerator.prepare(model, optimizer)
             # Not prepared: accelerate would step a prepared scheduler once per process.
-            self.schedulers[name] = linear_schedule(
-                self.optimizers[name], int(config.warmup_ratio * self.total_steps), self.total_steps)
+            warmup = (config.warmup_steps if config.warmup_steps is not None
+                      else int(config.warmup_ratio * self.total_steps))
+            self.schedulers[name] = linear_schedule(self.optimizers[name], warmup, self.total_steps)
         self.runs = {name: RunState() for name in self.models}
         self.state = LoopState()
         self._data_fingerprint: str | None = None  # computed when a checkpoint is written or resumed

@@ -4,6 +4,7 @@ the TACRED-format sample runs end to end, and the notebook runs under papermill.
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,7 +200,7 @@ def test_model_selection_on_dev_only_and_test_once(minilm, adapter_dirs, cache_r
     assert summary["backbone"]["n_seeds"] == 2 and summary["majority"]["n_seeds"] == 1
     mean = sum(summary["+F"]["test_values"]) / 2
     assert summary["+F"]["test_mean"] == pytest.approx(mean)
-    assert results["paper_reference"]["values"]["+F"] == 77.53
+    assert results["paper_reference"]["values"]["+F | backbone trained"] == 77.53
     assert "different backbone" in results["paper_reference"]["note"].lower()
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["summary"] == results["summary"]
@@ -236,6 +237,46 @@ def test_backbone_trained_run_fine_tunes_a_copy(minilm, cache_root, tmp_path):
     assert {"run.json", "identity.json"} <= {p.name for p in run_dir.iterdir()}
     assert (run_dir / "trainer_lr0.001" / "metrics.jsonl").is_file()
     assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 1_000_000
+
+
+def test_a_finished_run_is_reused_only_while_backbone_adapters_and_data_are_the_same(minilm, cache_root, tmp_path,
+                                                                                     monkeypatch):
+    """Issue 21 item 1: other data of the same size, another backbone, or an adapter re-trained at the same path
+    each train again; an unchanged rerun trains nothing."""
+    import copy
+
+    backbone, tokenizer = minilm
+    adapter = tmp_path / "adapters" / "factual"
+    ft.save_untrained_adapter(adapter, backbone, TINY, seed=1)
+    settings = [ft.Setting("majority", baseline="majority"), ft.Setting("+F", {"factual": str(adapter)})]
+    cfg = config(cache_root, epochs=1, max_length=48)
+    limits = {"train": 6, "dev": 3, "test": 3}
+    trained = []
+    real = ft.runner._run_one
+    monkeypatch.setattr(ft.runner, "_run_one", lambda setting, *a, **k: trained.append(setting.name) or
+                        real(setting, *a, **k))
+
+    def run(data, model=backbone):
+        trained.clear()
+        ft.run_finetuning(data, settings, [0], cfg, tmp_path / "out", model, tokenizer)
+        return sorted(trained)
+
+    data = ft.load_task("semeval", limits=limits)
+    assert run(data) == ["+F", "majority"]
+    assert run(data) == []  # nothing changed: both reused
+    other = ft.load_task("semeval", limits=limits, data_seed=1)  # other examples, the same sizes
+    assert other.provenance["used_sizes"] == data.provenance["used_sizes"]
+    assert run(other) == ["+F", "majority"]
+    ft.save_untrained_adapter(adapter, backbone, TINY, seed=2)  # "re-trained" at the same path
+    assert run(other) == ["+F"]
+    changed = copy.deepcopy(backbone)
+    with torch.no_grad():
+        changed.embeddings.word_embeddings.weight[:50].mul_(1.5)
+    with pytest.raises(ValueError, match="backbone"):  # the adapter was trained on the other backbone
+        run(other, changed)
+    assert run(ft.load_task("semeval", limits=limits, data_seed=1), backbone) == []  # content, not object identity
+    ft.save_untrained_adapter(adapter, changed, TINY, seed=2)
+    assert run(other, changed) == ["+F"]  # the majority baseline does not read the backbone
 
 
 @pytest.mark.parametrize("keep", [True, False])
@@ -308,7 +349,7 @@ def test_tacred_sample_loads_and_scores_end_to_end(minilm, cache_root, tmp_path,
     majority = next(r for r in results["runs"] if r["setting"] == "majority")
     assert majority["majority"] == "no_relation" and majority["test"]["f1"] == 0.0
     assert {"precision", "recall", "f1"} <= set(results["runs"][1]["test"])
-    assert results["paper_reference"]["values"]["backbone"] == 71.25
+    assert results["paper_reference"]["values"]["backbone | backbone trained"] == 71.25
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -373,6 +414,48 @@ def test_knowledge_verdicts_by_hand():
     assert "knowledge as the starting point of a trained adapter: helps" in line
 
 
+def test_paired_comparisons_by_hand():
+    """Each knowledge setting against the backbone and its twins on the same test items and seeds, through
+    kadapter.statistics; the table shows Δ exact match [95% CI] and McNemar p, the sentences are generated."""
+    from kadapter import statistics
+
+    adapters = {"factual": "/f"}
+    settings = [ft.Setting("majority", baseline="majority"), ft.Setting("backbone"), ft.Setting("+F", adapters),
+                ft.Setting("+F (w/o knowledge, frozen)", adapters, knowledge=False),
+                ft.Setting("+F (w/o knowledge, trained)", adapters, knowledge=False, adapters_trainable=True)]
+    assert [(r, v, role) for r, v, role, _ in ft.comparison_pairs(settings)] == [
+        ("majority", "backbone", "majority"), ("backbone", "+F", "backbone"),
+        ("+F (w/o knowledge, frozen)", "+F", "twin"), ("+F (w/o knowledge, trained)", "+F", "trained twin")]
+    n = 40
+    correct = {"majority": [[1] * 10 + [0] * 30], "backbone": [[1] * 20 + [0] * 20, [1] * 22 + [0] * 18],
+               "+F": [[1] * 30 + [0] * 10, [1] * 31 + [0] * 9],
+               "+F (w/o knowledge, frozen)": [[1] * 20 + [0] * 20, [1] * 21 + [0] * 19],
+               "+F (w/o knowledge, trained)": [[1] * 29 + [0] * 11, [1] * 30 + [0] * 10]}
+    runs = [{"setting": name, "seed": None if name == "majority" else seed, "test_correct": row}
+            for name, rows in correct.items() for seed, row in enumerate(rows)]
+    found = {(c.comparison.reference, c.comparison.variant): c for c in ft.paired_comparisons(runs, settings)}
+    assert len(found) == 4 and all(len(row) == n for rows in correct.values() for row in rows)
+    direct = statistics.compare(np.array(correct["backbone"], float), np.array(correct["+F"], float),
+                                reference_name="backbone", variant_name="+F", metric=ft.ITEM_METRIC)
+    assert found["backbone", "+F"].comparison == direct
+    assert direct.delta == pytest.approx((61 - 42) / 80) and direct.p_mcnemar < 0.001 and direct.n_seeds == 2
+    # the majority's single run stands for both seeds
+    majority = found["majority", "backbone"].comparison
+    assert majority.reference_score == pytest.approx(0.25) and majority.n_seeds == 2
+    trained = found["+F (w/o knowledge, trained)", "+F"].comparison
+    assert not trained.excludes_zero and trained.p_mcnemar == pytest.approx(0.5)  # 2 discordant items: 2 × 1/4
+    results = {**_fake_results(), "comparisons": [c.to_dict() for c in found.values()]}
+    table = ft.results_table(results)
+    cell = table.loc["+F", "Δ exact match vs backbone [95% CI]"]
+    assert cell.startswith(f"{100 * direct.delta:+.2f} [") and table.loc["+F", "McNemar p vs backbone"] != "—"
+    assert table.loc["majority", "Δ exact match vs twin [95% CI]"] == "—"
+    lines = ft.paired_verdicts(results)
+    assert lines[1].startswith(f"+F is above the backbone alone: Δexact match = {direct.delta:+.3f} [")
+    assert "+F is indistinguishable from its w/o-knowledge twin (trained)" in lines[3]
+    # results written before per-item scores were kept: no comparison, no crash
+    assert ft.paired_comparisons([{k: v for k, v in r.items() if k != "test_correct"} for r in runs], settings) == []
+
+
 # ------------------------------------------------------------------------------------------------- notebook
 @pytest.mark.notebook
 def test_notebook_smoke_run(tmp_path):
@@ -393,6 +476,9 @@ def test_notebook_smoke_run(tmp_path):
         assert {"majority", "backbone", "+F", "+F+L", "+F (w/o knowledge, frozen)",
                 "+F+L (w/o knowledge, frozen)"} <= set(names)
         assert entry["adapters_untrained"] is True  # the smoke run's stand-in adapters are labelled as such
+        roles = {(c["variant"], c["role"]) for c in entry["comparisons"]}
+        assert {("+F", "backbone"), ("+F", "twin"), ("+F+L", "twin"), ("backbone", "majority")} <= roles
+        assert len(entry["verdicts"]) == len(entry["comparisons"]) and "McNemar" in entry["verdicts"][0]
         per_task = json.loads((tmp_path / "out" / task / "results.json").read_text())
         assert per_task["adapters_untrained"] is True and per_task["summary"] == entry["summary"]
         assert all(e["truncated"] >= 0 for e in per_task["data"]["encoding"].values())

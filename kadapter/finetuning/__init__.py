@@ -12,7 +12,9 @@ The package, by idea (every public name is importable from ``kadapter.finetuning
 * :mod:`.tasks` — what each task is, loading, encoding, scoring;
 * :mod:`.features` — the fixed features (feature cache, frozen adapters at the head's positions) and datasets;
 * :mod:`.models` — the task models and their heads' wiring, :func:`build_model`;
-* :mod:`.runner` — the run loop (:func:`run_finetuning`), evaluation, finished-run reuse;
+* :mod:`.runner` — the run loop (:func:`run_finetuning`) and evaluation;
+* :mod:`.reuse` — a run's identity (backbone, adapters and data by content): when a finished run is reused;
+* :mod:`.paper_recipes` — the paper's recipe per task (``--profile paper``), each number's source;
 * :mod:`.results` — summaries, tables, the paper's numbers and the verdicts.
 
 Why it is cheap where it can be: with the backbone *and* the adapters frozen, their outputs are fixed, and the fusion
@@ -31,13 +33,17 @@ from .features import (PooledDataset, SplitFeatures, TapsDataset, TokensDataset,
                        prepare_features, sequence_dataset, split_features)
 from .models import (AdapterTaskModel, PooledTaskModel, SequenceTaskModel, build_model, head_inputs,
                      make_head)
-from .results import PAPER_REFERENCE, compare, knowledge_verdicts, paper_reference, results_table, summarize
-from .runner import (RESULTS_NAME, decode, evaluate_split, majority_predictions, predict, run_finetuning)
+from .paper_recipes import PAPER_RECIPES, PaperRecipe, paper_finetune_config
+from .results import (ITEM_METRIC, PAPER_REFERENCE, PairedComparison, compare, comparison_pairs, item_scores,
+                      knowledge_verdicts, paired_comparisons, paired_verdicts, paper_reference, results_table,
+                      summarize)
+from .runner import (RESULTS_NAME, decode, evaluate_split, item_correct, majority_predictions, predict,
+                     run_finetuning)
 from .settings import (ADAPTER_LETTERS, NOTEBOOK_PAPER_PARAMETERS, NOTEBOOK_SMOKE_PARAMETERS, RANDOM_INIT,
-                       FineTuneConfig, Setting, build_adapter, random_init_seed, resolve_adapter_dirs,
+                       FineTuneConfig, Setting, build_adapter, combination_of, random_init_seed, resolve_adapter_dirs,
                        save_untrained_adapter, setting_name, standard_settings)
 from .tasks import (ENTITY_TYPING, MULTIPLE_CHOICE, RELATION, SPLITS, TASKS, TaskData, TaskSpec, encode_task,
                     load_task, score)
 
-_SUBMODULES = {"features", "models", "results", "runner", "settings", "tasks"}
+_SUBMODULES = {"features", "models", "paper_recipes", "results", "reuse", "runner", "settings", "tasks"}
 __all__ = sorted(name for name in dir() if not name.startswith("_") and name not in _SUBMODULES | {"annotations"})

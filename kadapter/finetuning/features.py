@@ -13,6 +13,7 @@ from datasets import Dataset, DatasetDict
 
 from ..adapter import KnowledgeAdapter
 from ..backbone import backbone_identity
+from ..backbone_kind import kind_of
 from ..cache import FeatureCache
 from ..progress import progress_bar
 from .settings import FineTuneConfig, Setting, build_adapter
@@ -51,13 +52,15 @@ def sequence_dataset(encoded: Dataset, kind: str) -> tuple[Dataset, list[list[in
     for column in ("input_ids", "attention_mask", "token_type_ids"):
         if column in encoded.column_names:
             flat[column] = [seq for example in encoded[column] for seq in example]
-    return Dataset.from_dict(flat), [[0]] * (len(encoded) * choices), choices
+    # each choice's own position (its first or last token: the backbone kind's pooling, see encode_task)
+    positions = [p for example in encoded["positions"] for p in example]
+    return Dataset.from_dict(flat), positions, choices
 
 
 @torch.no_grad()
 def split_features(backbone, tokenizer, encoded: Dataset, kind: str, adapters: Mapping[str, KnowledgeAdapter], *,
                    taps: Sequence[int], max_length: int, cache_root: str | Path | None = None,
-                   storage_dtype: str = "float16", batch_size: int = 64, progress: bool = True) -> SplitFeatures:
+                   storage_dtype: str | None = None, batch_size: int = 64, progress: bool = True) -> SplitFeatures:
     """The frozen backbone's states over a split (computed once, kept by :class:`kadapter.cache.FeatureCache`),
     then every frozen adapter in `adapters` (keyed by weight identity) run once over them, and the backbone's
     and adapters' vectors taken at the head's positions."""
@@ -97,7 +100,7 @@ def prepare_features(data: TaskData, settings: Sequence[Setting], seeds: Sequenc
     at the head's positions; the backbone states at the taps stay in the feature cache for settings that train
     adapters. Returns (encoded splits, encoding stats per split, {split: SplitFeatures} or {} when no setting
     needs them)."""
-    encoded, stats = encode_task(data, tokenizer, config.max_length)
+    encoded, stats = encode_task(data, tokenizer, config.max_length, kind_of(backbone), config.input_format)
     identity = backbone_identity(backbone)
     frozen: dict[str, KnowledgeAdapter] = {}
     taps: set[int] = set()
@@ -196,28 +199,35 @@ class TokensDataset(torch.utils.data.Dataset):
         return self.encoded[i]
 
 
-def collate_tokens(kind: str, pad_token_id: int):
-    """Pad token ids for a trained backbone (choices flattened into the batch)."""
+def collate_tokens(kind: str, pad_token_id: int, padding_side: str = "right"):
+    """Pad token ids for a trained backbone (choices flattened into the batch), on the tokenizer's side: under
+    left padding (causal LMs) the head's positions move right by each sequence's padding."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+
     def collate(items: list[dict]) -> dict:
         if kind == MULTIPLE_CHOICE:
             choices = len(items[0]["input_ids"])
             seqs = [{"input_ids": ex["input_ids"][c],
-                     "token_type_ids": ex["token_type_ids"][c] if "token_type_ids" in ex else None}
+                     "token_type_ids": ex["token_type_ids"][c] if "token_type_ids" in ex else None,
+                     "positions": ex["positions"][c]}
                     for ex in items for c in range(choices)]
-            positions = torch.zeros(len(seqs), 1, dtype=torch.long)
         else:
             choices = None
-            seqs = [{"input_ids": ex["input_ids"], "token_type_ids": ex.get("token_type_ids")} for ex in items]
-            positions = torch.tensor([ex["positions"] for ex in items])
+            seqs = [{"input_ids": ex["input_ids"], "token_type_ids": ex.get("token_type_ids"),
+                     "positions": ex["positions"]} for ex in items]
         width = max(len(s["input_ids"]) for s in seqs)
         ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         types = torch.zeros((len(seqs), width), dtype=torch.long)
+        positions = torch.tensor([s["positions"] for s in seqs])
         for i, s in enumerate(seqs):
             n = len(s["input_ids"])
-            ids[i, :n], mask[i, :n] = torch.tensor(s["input_ids"]), 1
+            real = slice(width - n, width) if padding_side == "left" else slice(0, n)
+            ids[i, real], mask[i, real] = torch.tensor(s["input_ids"]), 1
             if s["token_type_ids"] is not None:
-                types[i, :n] = torch.tensor(s["token_type_ids"])
+                types[i, real] = torch.tensor(s["token_type_ids"])
+            positions[i] += real.start
         batch = {"input_ids": ids, "attention_mask": mask, "positions": positions,
                  "labels": torch.tensor([ex["labels"] for ex in items])}
         if seqs[0]["token_type_ids"] is not None:

@@ -21,12 +21,15 @@ from .settings import FineTuneConfig, Setting, build_adapter
 from .tasks import ENTITY_TYPING, RELATION, SPLITS, TaskData
 
 
-def make_head(kind: str, hidden_size: int, num_labels: int | None, dropout: float = 0.1) -> nn.Module:
+def make_head(kind: str, hidden_size: int, num_labels: int | None, dropout: float = 0.1,
+              pooling: str = "first") -> nn.Module:
+    """The task's head. `pooling` (the backbone kind's ``sequence_pooling``) is the token a multiple-choice head
+    reads when it is given whole sequences; on vectors already taken at the head's positions it reads those."""
     if kind == ENTITY_TYPING:
         return EntityTypingHead(hidden_size, num_labels, dropout)
     if kind == RELATION:
         return RelationClassificationHead(hidden_size, num_labels, dropout)
-    return MultipleChoiceHead(hidden_size, dropout)
+    return MultipleChoiceHead(hidden_size, dropout, pooling=pooling)
 
 
 def head_inputs(kind: str, positions: torch.Tensor, num_choices: int | None = None) -> dict:
@@ -131,7 +134,9 @@ def build_model(setting: Setting, seed: int, data: TaskData, encoded: DatasetDic
     base = copy.deepcopy(backbone) if setting.backbone_trainable else backbone
     encoder = KAdapterModel(base, adapters, fusion=setting.fusion, tokenizer=tokenizer)
     encoder.set_backbone_trainable(setting.backbone_trainable)
-    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout))
-    collate = collate_tokens(kind, tokenizer.pad_token_id)
+    encoder.frozen_adapter_dropout = config.frozen_adapter_dropout
+    pooling = encoder.kind.sequence_pooling  # the head sees whole sequences here
+    model = SequenceTaskModel(kind, encoder, make_head(kind, hidden, num_labels, config.dropout, pooling))
+    collate = collate_tokens(kind, tokenizer.pad_token_id, encoder.kind.padding_side)
     return model, {s: (TokensDataset(encoded[s], kind), collate) for s in SPLITS}
 

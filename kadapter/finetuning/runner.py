@@ -6,7 +6,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +15,14 @@ from datasets import DatasetDict
 from torch import nn
 
 from ..backbone import backbone_identity, load_backbone
+from ..backbone_kind import kind_of
 from ..baselines import MajorityBaseline
 from ..metrics import logits_to_label_sets
 from ..training import TrainConfig, train
 from .features import prepare_features
 from .models import build_model
-from .results import paper_reference, summarize
+from .results import paired_comparisons, paper_reference, summarize
+from .reuse import load_finished, run_identity, run_inputs, start_fresh_if_changed
 from .settings import FineTuneConfig, Setting
 from .tasks import ENTITY_TYPING, MULTIPLE_CHOICE, TaskData, TaskSpec, score
 
@@ -84,6 +86,8 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         backbone, tokenizer = load_backbone()
     backbone.to(config.device).eval()
     identity = backbone_identity(backbone)
+    # the storage dtype the cache will use, resolved now: an unsafe one fails before anything runs
+    config = replace(config, cache_dtype=kind_of(backbone).check_storage_dtype(config.cache_dtype))
     names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise ValueError(f"setting names must be unique: {names}")
@@ -92,7 +96,9 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         return output_dir / _slug(setting.name) / (f"seed{seed}" if seed is not None else "baseline")
 
     seeds_of = {s.name: [None] if s.baseline else list(seeds) for s in settings}
-    finished = {(s.name, seed): _load_finished(run_dir(s, seed), s, seed, config, data)
+    inputs = run_inputs(data, settings, seeds, config, backbone)
+    identities = {(s.name, seed): run_identity(s, seed, config, inputs) for s in settings for seed in seeds_of[s.name]}
+    finished = {(s.name, seed): load_finished(run_dir(s, seed), identities[s.name, seed])
                 for s in settings for seed in seeds_of[s.name]}
     pending = [s for s in settings if any(finished[s.name, seed] is None for seed in seeds_of[s.name])]
     t_features = time.time()  # features only for settings with runs left to do
@@ -105,8 +111,9 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
             record = finished[setting.name, seed]
             if record is None:
                 directory = run_dir(setting, seed)
-                _start_fresh_if_changed(directory, _run_identity(setting, seed, config, data))
+                start_fresh_if_changed(directory, identities[setting.name, seed])
                 record = _run_one(setting, seed, data, encoded, features, backbone, tokenizer, config, directory)
+                record["identity"] = identities[setting.name, seed]
                 _write_json(directory / "run.json", record)
             runs.append(record)
 
@@ -117,6 +124,7 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
         "settings": [s.to_dict() for s in settings],
         "runs": [{k: v for k, v in r.items() if k != "test_predictions"} for r in runs],
         "summary": summarize(runs, data.task.metric, names),
+        "comparisons": [c.to_dict() for c in paired_comparisons(runs, settings)],
         "paper_reference": paper_reference(data.task.name),
         "seconds": {"features": feature_seconds, "total": time.time() - t0},
         **dict(metadata or {}),
@@ -131,53 +139,15 @@ def run_finetuning(data: TaskData, settings: Sequence[Setting], seeds: Sequence[
     return results
 
 
-# Config fields that change what a run computes, by setting mode; the others (progress, paths, batch sizes of
-# feature extraction and evaluation, the other modes' rates) leave a finished run valid.
-_COMMON_FIELDS = ("batch_size", "weight_decay", "warmup_ratio", "patience", "dropout", "max_length", "cache_dtype")
-_MODE_FIELDS = {
-    "baseline": (),
-    "pooled": _COMMON_FIELDS + ("epochs", "learning_rate", "learning_rates", "random_adapter_seed"),
-    "taps": _COMMON_FIELDS + ("epochs", "trained_epochs", "adapter_learning_rate", "random_adapter_seed"),
-    "tokens": _COMMON_FIELDS + ("epochs", "trained_epochs", "backbone_learning_rate", "random_adapter_seed"),
-}
-
-
-def _run_identity(setting: Setting, seed, config: FineTuneConfig, data: TaskData) -> dict:
-    """What a finished run depends on: a rerun with the same identity reuses it."""
-    fields_ = _MODE_FIELDS[setting.mode] if setting.baseline is None else ("max_length",)
-    config_dict = asdict(config)
-    return {"setting": setting.to_dict(), "seed": seed,
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config_dict.items() if k in fields_},
-            "data": data.provenance.get("used_sizes")}
-
-
-def _load_finished(run_dir: Path, setting, seed, config, data) -> dict | None:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return record if record.get("identity") == _run_identity(setting, seed, config, data) else None
-
-
-def _start_fresh_if_changed(run_dir: Path, identity: dict) -> None:
-    """A trainer checkpoint is resumed only by the same run: another setting under this name starts afresh."""
-    import shutil
-
-    path = run_dir / "identity.json"
-    if path.is_file() and json.loads(path.read_text()) != identity:
-        for stale in run_dir.glob("trainer*"):
-            shutil.rmtree(stale, ignore_errors=True)
-    _write_json(path, identity)
-
-
 def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, features: dict, backbone, tokenizer,
              config: FineTuneConfig, run_dir: Path) -> dict:
     t0 = time.time()
-    record = {"setting": setting.name, "seed": seed, "identity": _run_identity(setting, seed, config, data)}
+    record = {"setting": setting.name, "seed": seed}
     if setting.baseline:
         for split in ("dev", "test"):
             pred, baseline = majority_predictions(data, split)
             record[split] = score(data.task, data.gold(split), pred)
+        record["test_correct"] = item_correct(data.gold("test"), pred)
         record["majority"] = _jsonable(baseline.overall)
         record["majority_train_share"] = baseline.share()
         record.update(best_epoch=None, history=[], trainable_parameters=0, seconds=time.time() - t0)
@@ -202,8 +172,15 @@ def _run_one(setting: Setting, seed, data: TaskData, encoded: DatasetDict, featu
     record.update(learning_rate=lr, learning_rate_search=search, best_epoch=run["best_epoch"],
                   epochs_run=summary["epochs_run"], stopped_early=run["stopped"], history=run["history"],
                   trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                  seconds=time.time() - t0, test_predictions=[_jsonable(p) for p in test_pred])
+                  seconds=time.time() - t0, test_predictions=[_jsonable(p) for p in test_pred],
+                  test_correct=item_correct(data.gold("test"), test_pred))
     return record
+
+
+def item_correct(gold: Sequence, pred: Sequence) -> list[int]:
+    """Per test item, 1 when the prediction is exactly right (the relation with its direction, the whole type set,
+    the answer), else 0: what the paired statistics compare settings on (:mod:`kadapter.statistics`)."""
+    return [int(g == p) for g, p in zip(gold, pred, strict=True)]
 
 
 def _train(model, splits, setting: Setting, seed: int, lr: float, data: TaskData, config: FineTuneConfig,
@@ -211,7 +188,9 @@ def _train(model, splits, setting: Setting, seed: int, lr: float, data: TaskData
     """Train on train with the shared Trainer, score every epoch on dev, restore the best epoch's weights."""
     train_config = TrainConfig(
         output_dir=str(output_dir), epochs=config.epochs_for(setting), batch_size=config.batch_size,
-        learning_rate=lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, seed=seed,
+        learning_rate=lr, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_steps_for(setting), adam_epsilon=config.adam_epsilon,
+        max_grad_norm=config.max_grad_norm, mixed_precision=config.mixed_precision, seed=seed,
         metric=data.task.metric, patience=config.patience, cpu=config.device == "cpu", progress=config.progress,
         log_every=50, desc=f"{data.task.name} · {setting.name} · seed {seed} · lr {lr:g}")
 

@@ -70,6 +70,12 @@ class Setting:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
+def combination_of(setting: Setting) -> str:
+    """The setting's adapters as the paper names the combination: "" (backbone alone), "F", "L", "F+L"."""
+    letters = {name: letter for letter, name in ADAPTER_LETTERS.items()}
+    return "+".join(sorted((letters.get(n, n) for n in setting.adapters), key=lambda x: ("FL".find(x) % 3, x)))
+
+
 def setting_name(letters: Sequence[str], *, knowledge: bool = True, adapters_trainable: bool = False,
                  fusion: str = "concat", backbone_trainable: bool = False) -> str:
     """``backbone``, ``+F``, ``+F+L``, ``+F (w/o knowledge, frozen)`` ...; a trained backbone or ``add`` fusion
@@ -187,6 +193,20 @@ class FineTuneConfig:
     backbone_learning_rate: float = 2e-5  # settings whose backbone is trained (the paper's recipe)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    warmup_steps: int | None = None  # a number of steps instead of `warmup_ratio` (the paper's unit)
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0  # 0: no clipping
+    mixed_precision: str = "auto"  # "auto": bf16 autocast on a GPU; "no": float32 throughout, as the official code
+    # Backbone-trained settings only, by adapter combination ("" = backbone alone, "F", "L", "F+L"): the paper's
+    # learning rate and warm-up steps per setting, e.g. {"F": {"learning_rate": 1e-5, "warmup_steps": 500}}.
+    trained_backbone_overrides: dict = field(default_factory=dict)
+    # "kit": the kit's encoders; "official": the token sequences of microsoft/K-Adapter's featurisers
+    # (kadapter.official_inputs).
+    input_format: str = "kit"
+    # True: frozen adapters keep their dropout active while the model trains (the official code never puts them in
+    # eval mode); False: a frozen adapter is a fixed feature extractor, dropout off. Acts where adapters run per
+    # step (backbone-trained settings); frozen rows over cached features compute the adapters once, without it.
+    frozen_adapter_dropout: bool = False
     patience: int | None = 3  # epochs without dev improvement before stopping
     dropout: float = 0.1
     max_length: int = 128
@@ -197,12 +217,18 @@ class FineTuneConfig:
     # adapter pass over the data per seed when frozen).
     random_adapter_seed: int | None = 0
     cache_root: str | None = None  # the backbone feature cache (None: $KADAPTER_CACHE or ~/.cache/kadapter)
-    cache_dtype: str = "float16"
+    # None: the backbone kind's safe default (float16 on encoders, bfloat16 on causal LMs, whose residual stream
+    # overflows float16; kadapter.backbone_kind)
+    cache_dtype: str | None = None
     # False: delete the task's backbone feature caches once its runs are finished (CosmosQA at length 256 on
     # RoBERTa-large: ~10 GB); True keeps them for later runs on the same data.
     keep_feature_cache: bool = True
     device: str = "cpu"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.input_format not in ("kit", "official"):
+            raise ValueError(f"input_format must be 'kit' or 'official', got {self.input_format!r}")
 
     def epochs_for(self, setting: Setting) -> int:
         return self.epochs if setting.mode == "pooled" or self.trained_epochs is None else self.trained_epochs
@@ -213,9 +239,19 @@ class FineTuneConfig:
             return list(self.learning_rates)
         return [self.learning_rate_for(setting)]
 
+    def _override(self, setting: Setting, name: str):
+        if not setting.backbone_trainable:
+            return None
+        return self.trained_backbone_overrides.get(combination_of(setting), {}).get(name)
+
+    def warmup_steps_for(self, setting: Setting) -> int | None:
+        override = self._override(setting, "warmup_steps")
+        return self.warmup_steps if override is None else int(override)
+
     def learning_rate_for(self, setting: Setting) -> float:
         if setting.backbone_trainable:
-            return self.backbone_learning_rate
+            override = self._override(setting, "learning_rate")
+            return self.backbone_learning_rate if override is None else float(override)
         return self.adapter_learning_rate if setting.adapters_trainable and setting.adapters else self.learning_rate
 
 

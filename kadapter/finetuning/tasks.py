@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, DatasetDict
 
+from ..backbone_kind import ENCODER_KIND, BackboneKind
 from ..baselines import as_label_set
 from ..encoding import (EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset,
                        encoding_fingerprint)
@@ -154,40 +155,102 @@ def load_task(name: str, *, limits: Mapping[str, int | None] | None = None, dev_
 
 
 # ===================================================================================================== encoding
-def encode_task(data: TaskData, tokenizer, max_length: int = 128) -> tuple[DatasetDict, dict[str, dict]]:
+def encode_task(data: TaskData, tokenizer, max_length: int = 128, backbone_kind: BackboneKind = ENCODER_KIND,
+                input_format: str = "kit") -> tuple[DatasetDict, dict[str, dict]]:
     """Every split as model inputs with ``positions`` (the sequence positions the head reads) and ``labels``.
 
-    Returns the encoded splits and, per split, :class:`EncodingStats` as a dict (how many inputs were truncated
-    around their markers so that the markers survive).
+    Which positions is the backbone kind's choice (:mod:`kadapter.backbone_kind`): on an encoder the opening
+    markers and the first token; on a causal LM, where a position has seen only what precedes it, the closing
+    ``@``/``#`` of each entity (relation), the closing ``@`` of the mention (entity typing) and the last token of
+    each choice's sequence (multiple choice). Multiple-choice positions are one list per choice.
+
+    ``input_format="official"`` builds the token sequences of microsoft/K-Adapter's featurisers
+    (:mod:`kadapter.official_inputs`; RoBERTa's, so an encoder backbone only); ``"kit"`` the kit's own encoders.
+    Returns the encoded splits and, per split, :class:`EncodingStats` as a dict (how many inputs were truncated).
     """
+    if input_format not in ("kit", "official"):
+        raise ValueError(f"input_format must be 'kit' or 'official', got {input_format!r}")
+    bk = backbone_kind
+    if input_format == "official" and bk.name != ENCODER_KIND.name:
+        raise ValueError(f"input_format='official' is the official RoBERTa featurisers' format: it needs an encoder "
+                         f"backbone, not a {bk.name}")
+    if input_format == "official":
+        return _encode_official(data, tokenizer, max_length, bk)
     kind, label2id = data.task.kind, {label: i for i, label in enumerate(data.labels or [])}
     encoded, stats = {}, {}
     for split, records in data.splits.items():
         if kind == RELATION:
-            enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id)
+            enc, st = encode_relation_dataset(records, tokenizer, max_length, label2id, markers=bk.relation_markers)
             enc = enc.map(lambda r: {"positions": [r["subj_pos"], r["obj_pos"]]},
                           remove_columns=["subj_pos", "obj_pos"], desc="positions",
                           new_fingerprint=f"{enc._fingerprint}-positions"[:64])
         elif kind == ENTITY_TYPING:
-            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id),
+            enc = records.map(lambda r: _with_positions(encode_entity_typing(r, tokenizer, max_length, label2id,
+                                                                             markers=bk.entity_markers),
                                                         "entity_pos"),
                               remove_columns=records.column_names, desc="encode entity typing",
-                              new_fingerprint=encoding_fingerprint(records, "entity_typing", tokenizer, max_length,
-                                                                   label2id))
+                              new_fingerprint=encoding_fingerprint(records, _variant("entity_typing", bk.entity_markers),
+                                                                   tokenizer, max_length, label2id))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
                                label_counts=dict(sorted(Counter(t for ls in records["labels"] for t in ls).items())))
         else:
-            enc = records.map(lambda r: encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
-                                                               max_length, r["label"]),
+            enc = records.map(lambda r: _with_choice_positions(
+                                  encode_multiple_choice(r["context"], r["question"], r["choices"], tokenizer,
+                                                         max_length, r["label"]), bk),
                               remove_columns=records.column_names, desc="encode multiple choice",
-                              new_fingerprint=encoding_fingerprint(records, "multiple_choice", tokenizer, max_length,
-                                                                   None))
+                              new_fingerprint=encoding_fingerprint(records, _variant("multiple_choice",
+                                                                                     bk.sequence_pooling),
+                                                                   tokenizer, max_length, None))
             st = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
                                label_counts=dict(sorted(Counter(records["label"]).items())))
         encoded[split], stats[split] = enc, st.to_dict()
     return DatasetDict(encoded), stats
 
 
+
+def _encode_official(data: TaskData, tokenizer, max_length: int, bk: BackboneKind):
+    """:func:`encode_task` with ``input_format="official"``."""
+    from .. import official_inputs as oi
+
+    kind, label2id = data.task.kind, {label: i for i, label in enumerate(data.labels or [])}
+    if kind == RELATION:
+        def fn(r):
+            out = oi.official_relation(r, tokenizer, max_length, label2id)
+            out["positions"] = [out.pop("subj_pos"), out.pop("obj_pos")]
+            return out
+    elif kind == ENTITY_TYPING:
+        def fn(r):
+            return _with_positions(oi.official_entity_typing(r, tokenizer, max_length, label2id), "entity_pos")
+    else:
+        def fn(r):
+            return _with_choice_positions(oi.official_multiple_choice(
+                r["context"], r["question"], r["choices"], tokenizer, max_length, r["label"]), bk)
+    encoded, stats = {}, {}
+    for split, records in data.splits.items():
+        counted = Counter(records["relation"] if kind == RELATION else records["label"] if kind == MULTIPLE_CHOICE
+                          else [t for ls in records["labels"] for t in ls])
+        enc = records.map(fn, remove_columns=records.column_names, desc=f"encode {kind} (official format)",
+                          new_fingerprint=encoding_fingerprint(records, _variant(kind, "official"), tokenizer,
+                                                               max_length, label2id if kind != MULTIPLE_CHOICE
+                                                               else None))
+        stats[split] = EncodingStats(examples=len(enc), truncated=int(sum(enc["truncated"])),
+                                     label_counts=dict(sorted(counted.items()))).to_dict()
+        encoded[split] = enc
+    return DatasetDict(encoded), stats
+
+
 def _with_positions(encoded: dict, key: str) -> dict:
     encoded["positions"] = [encoded.pop(key)]
     return encoded
+
+
+def _with_choice_positions(encoded: dict, backbone_kind: BackboneKind) -> dict:
+    """The position each choice's sequence is read at (unpadded): its first or its last token."""
+    encoded["positions"] = [[backbone_kind.pool_position(len(ids))] for ids in encoded["input_ids"]]
+    return encoded
+
+
+def _variant(task: str, choice: str) -> str:
+    """The encoding's name in its cache fingerprint: which position the head reads is part of what was encoded
+    (multiple-choice encodings carry their positions only since causal backbones are supported)."""
+    return f"{task}-{choice}"
