@@ -470,3 +470,20 @@ def test_item27_an_edited_adapter_config_file_is_an_error_naming_file_and_field(
         with pytest.raises(DamagedFileError, match=f"field 'adapter': .*{field}") as raised:
             KnowledgeAdapter.from_pretrained(folder, minilm.identity)
         assert raised.value.path == str(config_path)
+
+
+def test_item06_the_architecture_record_ignores_where_the_backbone_was_loaded_from(minilm_path, tmp_path):
+    """What is compared is what the model computes: the same MiniLM from a copied folder resumes, another adapter
+    activation does not."""
+    from kadapter.checkpoints import architecture, resume_differences
+
+    copied = shutil.copytree(minilm_path, tmp_path / "minilm-copy")
+    adapters = {"factual": AdapterConfig(**TINY)}
+    here = KAdapterModel.from_backbone(minilm_path, adapters=adapters)
+    there = KAdapterModel.from_backbone(str(copied), adapters=adapters)
+    assert here.backbone.config._name_or_path != there.backbone.config._name_or_path
+    assert resume_differences(architecture(here), architecture(there)) == {}
+    relu = KAdapterModel.from_backbone(str(copied), adapters={"factual": AdapterConfig(**TINY, hidden_act="relu")})
+    assert set(resume_differences(architecture(here), architecture(relu))) == {
+        "adapters.factual.config.hidden_act",
+        *(f"adapters.factual.adapter_layers.{i}.layers.0.activation (module)" for i in range(3))}
