@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from .. import __version__
 from ..config import write_json
@@ -78,8 +77,10 @@ def save_probe(probe: torch.nn.Module, directory, config: dict):
                          "build_causal_probe (which record them), so that loading can check them")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
-              str(directory / PROBE_WEIGHTS_NAME))
+    from ..safe_files import save_safetensors
+
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
+                     directory / PROBE_WEIGHTS_NAME)
     write_json(directory / PROBE_CONFIG_NAME, {"kadapter_version": __version__, **config,
                                                "adapters": identities or {}})
     return directory

@@ -56,11 +56,17 @@ def holdout_info(report: dict | str | Path | None) -> dict:
         holdout = report.get("holdout") if report.get("options", {}).get("hold_out_probe", "holdout" in report) else None
         relations = sorted(report.get("per_relation", {}))
     held = holdout is not None
+    # a report carries its builder's exact rule (data_prep.factual.HOLDOUT_RULE); one written before it did was
+    # built with the hold-out by (relation, subject, object)
     return {"known": True, "hold_out_probe": held,
-            "rule": ("every LAMA T-REx probe fact (41 relations, 29,411 facts) was removed from the adapter's "
-                     "training data, matched by relation + subject/object label and by Wikidata ids where known")
-                    if held else "LAMA facts were NOT held out of adapter training",
+            "rule": _HOLDOUT_BY_FACT if held else "LAMA facts were NOT held out of adapter training",
             **(holdout or {}), "adapter_training_relations": sorted(relations)}
+
+
+_HOLDOUT_BY_FACT = ("a training example was removed when it states a LAMA T-REx probe fact under the probe fact's own "
+                    "relation (relation + subject/object label, or Wikidata ids where known); the same entity pair "
+                    "under another relation or in the other order was NOT removed (a report written before the "
+                    "hold-out by entity pair)")
 
 
 def write_results(result: dict, path: str | Path) -> Path:
