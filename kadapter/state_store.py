@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .backbone import config_fingerprint, weights_fingerprint
-from .safe_files import DamagedFileError, load_npy, read_json
+from .safe_files import DamagedFileError, load_npy, process_alive, read_json
 
 META_NAME = "meta.json"
 LENGTHS_NAME = "lengths.npy"
@@ -46,16 +46,6 @@ def key_digest(key: Mapping) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_stale_builds(root: str | Path, what: str = "feature-cache") -> list[Path]:
     """Delete the temporary folders (``.<key>.tmp-<pid>``) that killed builds left under ``root``; returns them.
 
@@ -64,7 +54,7 @@ def remove_stale_builds(root: str | Path, what: str = "feature-cache") -> list[P
     removed = []
     for path in root.glob(".*.tmp-*") if root.is_dir() else ():
         match = _TMP_NAME.match(path.name)
-        if match and path.is_dir() and int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"])):
+        if match and path.is_dir() and int(match["pid"]) != os.getpid() and not process_alive(int(match["pid"])):
             shutil.rmtree(path, ignore_errors=True)
             warnings.warn(f"removed {path}: the temporary folder of a {what} build whose process "
                           f"({match['pid']}) is gone", stacklevel=3)
