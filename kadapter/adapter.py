@@ -209,19 +209,10 @@ class KnowledgeAdapter(nn.Module):
     ) -> "KnowledgeAdapter":
         """Load an adapter directory strictly: every key must match, and the backbone must be the one it was trained on."""
         directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: not a kadapter adapter directory")
+        if not (directory / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{directory / WEIGHTS_NAME} not found: not a kadapter adapter directory")
+        config, saved_backbone = read_adapter_config(directory)
         config_path = directory / CONFIG_NAME
-        payload = read_json(config_path, required=("adapter", "backbone"))
-        try:
-            saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
-        except (KeyError, TypeError) as err:
-            raise DamagedFileError(config_path, f"field 'backbone': incomplete ({type(err).__name__}: {err})") from None
-        try:
-            config = AdapterConfig.from_dict(payload["adapter"])
-        except (ValueError, TypeError) as err:
-            raise DamagedFileError(config_path, f"field 'adapter': {err}") from None
         if backbone is not None and check_backbone:
             diff = saved_backbone.differences(backbone)
             if diff:
@@ -244,6 +235,25 @@ class KnowledgeAdapter(nn.Module):
         load_state_strict(adapter, state, directory / WEIGHTS_NAME)
         adapter.provenance = dict(payload.get("provenance") or {})
         return adapter
+
+
+def read_adapter_config(directory: str | Path) -> tuple[AdapterConfig, BackboneIdentity]:
+    """An adapter directory's config and the backbone it was trained on, from adapter_config.json; a missing,
+    damaged or edited-into-nonsense file is an error naming it and the field. Every reader of an adapter's config
+    (loading it, building its "w/o knowledge" twin) goes through here."""
+    config_path = Path(directory) / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not a kadapter adapter directory")
+    payload = read_json(config_path, required=("adapter", "backbone"))
+    try:
+        saved_backbone = BackboneIdentity.from_dict(payload["backbone"])
+    except (KeyError, TypeError) as err:
+        raise DamagedFileError(config_path, f"field 'backbone': incomplete ({type(err).__name__}: {err})") from None
+    try:
+        config = AdapterConfig.from_dict(payload["adapter"])
+    except (ValueError, TypeError, AttributeError) as err:
+        raise DamagedFileError(config_path, f"field 'adapter': {err}") from None
+    return config, saved_backbone
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

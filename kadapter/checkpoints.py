@@ -96,6 +96,8 @@ def architecture(model: nn.Module) -> dict[str, object]:
     (``extra_repr``: sizes, dropout, eps...) and every config it carries — a dataclass config (an adapter's
     activation, ``causal``, ``tap_norm``, ``skip_interval``, heads...) field by field, a Hugging Face config by its
     fingerprint. Shape-neutral changes (another activation, other heads of the same width) show here."""
+    from transformers import PretrainedConfig
+
     from .backbone import config_fingerprint
 
     record: dict[str, object] = {}
@@ -103,11 +105,11 @@ def architecture(model: nn.Module) -> dict[str, object]:
         where = path or "model"
         record[f"{where} (module)"] = f"{type(module).__qualname__}({module.extra_repr()})"
         config = getattr(module, "config", None)
-        if is_dataclass(config) and not isinstance(config, type):
+        if isinstance(config, PretrainedConfig):  # its fingerprint leaves out where it was loaded from, versions...
+            record[f"{where}.config"] = config_fingerprint(config)
+        elif is_dataclass(config) and not isinstance(config, type):
             for name, value in asdict(config).items():
                 record[f"{where}.config.{name}"] = _plain(value)
-        elif config is not None and hasattr(config, "to_dict"):
-            record[f"{where}.config"] = config_fingerprint(config)
     return record
 
 

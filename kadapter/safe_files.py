@@ -62,7 +62,7 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 def load_torch(path: str | Path, *, weights_only: bool = True) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain values only, so a file holding
     anything else (a planted pickle, which would run code on loading) is refused before any of it runs. A refused,
-    truncated or damaged file raises :class:`DamagedFileError` naming it. Asking for anything but ``weights_only=True`` is refused: there
+    truncated or damaged file raises :class:`DamagedFileError` naming it. Asking for an unpickling load is refused: there
     is no unpickling reader in the kit."""
     if weights_only is not True:
         raise ValueError("kadapter reads torch files weights-only: unpickling a file can run any code in it")

@@ -470,3 +470,41 @@ def test_item27_an_edited_adapter_config_file_is_an_error_naming_file_and_field(
         with pytest.raises(DamagedFileError, match=f"field 'adapter': .*{field}") as raised:
             KnowledgeAdapter.from_pretrained(folder, minilm.identity)
         assert raised.value.path == str(config_path)
+
+
+def test_item06_the_architecture_record_ignores_where_the_backbone_was_loaded_from(minilm_path, tmp_path):
+    """What is compared is what the model computes: the same MiniLM from a copied folder resumes, another adapter
+    activation does not."""
+    from kadapter.checkpoints import architecture, resume_differences
+
+    copied = shutil.copytree(minilm_path, tmp_path / "minilm-copy")
+    adapters = {"factual": AdapterConfig(**TINY)}
+    here = KAdapterModel.from_backbone(minilm_path, adapters=adapters)
+    there = KAdapterModel.from_backbone(str(copied), adapters=adapters)
+    assert here.backbone.config._name_or_path != there.backbone.config._name_or_path
+    assert resume_differences(architecture(here), architecture(there)) == {}
+    relu = KAdapterModel.from_backbone(str(copied), adapters={"factual": AdapterConfig(**TINY, hidden_act="relu")})
+    assert set(resume_differences(architecture(here), architecture(relu))) == {
+        "adapters.factual.config.hidden_act",
+        *(f"adapters.factual.adapter_layers.{i}.layers.0.activation (module)" for i in range(3))}
+
+
+def test_item24_the_wo_knowledge_twin_reads_the_adapter_config_safely(minilm, tmp_path):
+    """Fine-tuning's "w/o knowledge" setting builds a fresh adapter from the saved adapter's config file: a damaged
+    file is an error naming it (and the line or field), not a bare JSONDecodeError / KeyError."""
+    from kadapter.finetuning.settings import Setting, build_adapter
+
+    folder = minilm.adapters["factual"].save_pretrained(tmp_path / "factual")
+    setting = Setting("F w/o knowledge", {"factual": str(folder)}, knowledge=False)
+    twin = build_adapter(setting, "factual", minilm.identity, seed=0)
+    assert twin.config == minilm.adapters["factual"].config
+    config_path = folder / "adapter_config.json"
+    payload = json.loads(config_path.read_text())
+    for broken, message in [(config_path.read_text()[:40], "not valid JSON at line"),
+                            (json.dumps({"backbone": payload["backbone"]}), "field 'adapter' missing"),
+                            (json.dumps({**payload, "adapter": {**payload["adapter"], "hidden_act": "swish"}}),
+                             "field 'adapter': .*hidden_act 'swish'")]:
+        config_path.write_text(broken)
+        with pytest.raises(DamagedFileError, match=message) as error:
+            build_adapter(setting, "factual", minilm.identity, seed=0)
+        assert error.value.path == str(config_path)

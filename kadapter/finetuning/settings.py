@@ -3,7 +3,6 @@ the adapters a setting uses (pre-trained, or freshly initialised "w/o knowledge"
 (:class:`FineTuneConfig`)."""
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapter import CONFIG_NAME, KnowledgeAdapter
+from ..adapter import CONFIG_NAME, KnowledgeAdapter, read_adapter_config
 from ..backbone import backbone_identity
 from ..config import AdapterConfig, FusionConfig
 
@@ -134,10 +133,10 @@ def build_adapter(setting: Setting, name: str, backbone_identity_, seed: int | N
     path = Path(setting.adapters[name])
     if setting.knowledge:
         return KnowledgeAdapter.from_pretrained(path, backbone=backbone_identity_)
-    payload = json.loads((path / CONFIG_NAME).read_text())
+    config, _ = read_adapter_config(path)  # a damaged file is an error naming it and the field
     with torch.random.fork_rng():
         torch.manual_seed(random_init_seed(seed, name))
-        return KnowledgeAdapter(AdapterConfig.from_dict(payload["adapter"]), backbone_identity_)
+        return KnowledgeAdapter(config, backbone_identity_)
 
 
 def random_init_seed(seed: int | None, name: str) -> int:
