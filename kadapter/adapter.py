@@ -233,7 +233,8 @@ class KnowledgeAdapter(nn.Module):
                                                    f"were trained with {trained.get(n)!r}" for n in changed)
                     + " — the config no longer describes the weights (edit it back, or train a new adapter)")
         load_state_strict(adapter, state, directory / WEIGHTS_NAME)
-        adapter.provenance = dict(payload.get("provenance") or {})
+        # Where the weights came from (e.g. microsoft/K-Adapter's release), kept across save/load.
+        adapter.provenance = dict(read_json(config_path).get("provenance") or {})
         return adapter
 
 
