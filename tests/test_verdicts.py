@@ -43,3 +43,86 @@ def test_masked_variants_give_identical_outputs_at_step_0(minilm, corpus):
     probe(probe.inputs(corpus.sources), labels=corpus.labels).loss.backward()
     grad = probe.fusion.per_adapter["factual"].weight.grad
     assert grad[:, minilm.hidden_size:].abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ which comparisons, on which items
+def _hand_result():
+    """Two relations; per fact the rank of the gold object for each probe (2 seeds of "backbone" and "+F", one
+    "+F (w/o knowledge)") and the majority baseline's rank."""
+    ranks = {  # fact -> (relation, backbone s0, backbone s1, +F s0, +F s1, twin, majority)
+        0: ("P19", 1, 1, 1, 1, 2, 1), 1: ("P19", 2, 3, 1, 1, 1, 4), 2: ("P19", 5, 1, 1, 2, 3, 1),
+        3: ("P36", 1, 2, 2, 1, 1, 2), 4: ("P36", 4, 4, 1, 1, 9, 1),
+    }
+    names = ["backbone | seed 0", "backbone | seed 1", "+F | seed 0", "+F | seed 1", "+F (w/o knowledge) | seed 0"]
+    predictions = [{"relation": r[0], "rank": dict(zip(names, r[1:6])), "majority_rank": r[6]}
+                   for r in ranks.values()]
+    by_variant = {"backbone": names[:2], "+F": names[2:4], "+F (w/o knowledge)": names[4:]}
+    return {"predictions": predictions}, by_variant
+
+
+def test_lama_comparisons_hand_computed():
+    from kadapter.comparisons import MAJORITY, lama_comparisons, lama_scores
+
+    result, by_variant = _hand_result()
+    scores = lama_scores(result, by_variant)
+    np.testing.assert_array_equal(scores["backbone"], [[1, 0, 0, 1, 0], [1, 0, 1, 0, 0]])
+    np.testing.assert_array_equal(scores[MAJORITY], [[1, 0, 1, 0, 1]])
+    found = {(c.reference, c.variant): c for c in lama_comparisons(result, by_variant, n_resamples=2000)}
+    c = found[("backbone", "+F")]
+    # macro P@1 over relations, mean over the 2 seeds: backbone P19 (1/3 + 2/3)/2 = 0.5, P36 (1/2 + 0)/2 = 0.25
+    # -> 0.375; +F P19 (1 + 2/3)/2 = 5/6, P36 (1/2 + 1)/2 = 0.75 -> 19/24
+    assert c.reference_score == pytest.approx(0.375) and c.variant_score == pytest.approx(19 / 24)
+    assert c.delta == pytest.approx(19 / 24 - 0.375)
+    # discordant pairs pooled over seeds: seed 0 +F-only facts 1, 2, 4, backbone-only 3; seed 1 +F-only 1, 3, 4,
+    # backbone-only 2
+    assert (c.variant_only, c.reference_only, c.n_seeds, c.n_items) == (6, 2, 2, 5)
+    assert c.p_mcnemar == pytest.approx(2 * (1 + 8 + 28) / 256)  # 2 · P(Binom(8, ½) ≤ 2)
+    assert c.ci_low <= c.delta <= c.ci_high
+    # a one-run row (the twin, the majority object) is compared with every seed of the other
+    twin = found[("+F (w/o knowledge)", "+F")]
+    assert twin.n_seeds == 2 and twin.reference_score == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert found[("backbone", MAJORITY)].variant_score == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_lama_plan_names_every_question():
+    from kadapter.comparisons import lama_plan
+
+    variants = ["backbone", "backbone (own LM head, untouched)", "+factual", "+factual (w/o knowledge)",
+                "+factual (norm-matched)", "+factual_paper", "+factual_paper (w/o knowledge)", "positive control"]
+    pairs = {(p.reference, p.variant) for p in lama_plan(variants)}
+    assert {("backbone", v) for v in variants[1:]} <= pairs
+    assert ("+factual (w/o knowledge)", "+factual") in pairs and ("+factual (norm-matched)", "+factual") in pairs
+    assert ("+factual_paper (w/o knowledge)", "+factual_paper") in pairs
+    assert ("+factual (w/o knowledge)", "+factual_paper") not in pairs  # a twin is its own adapter's control
+    assert ("positive control", "+factual") in pairs and ("+factual", "+factual_paper") in pairs
+    assert len(pairs) == 7 + 2 + 1 + 2 + 1  # vs backbone, +F's controls, paper's twin, vs positive control ×2, paper
+
+
+def test_pretraining_keeps_per_item_dev_outcomes_and_compares_them(minilm_path, tmp_path):
+    """Real FewRel sentences, the real MiniLM: each model's dev_correct agrees with its reported accuracy, and the
+    adapter is compared with the head alone and with its twin on the same dev examples."""
+    from datasets import DatasetDict
+
+    from data_prep.eval_sets import load_fewrel
+    from kadapter.comparisons import pretraining_comparisons, pretraining_plan
+    from kadapter.pretraining import BASELINE, PretrainConfig, pretrain_adapters, random_twin_name
+
+    dataset, _ = load_fewrel()
+    dataset = dataset.filter(lambda r: r["relation"] in ("P26", "P40", "P25", "P361")).shuffle(seed=0)
+    data = DatasetDict({"train": dataset.select(range(48)), "dev": dataset.select(range(48, 72))})
+    config = PretrainConfig(output_dir=str(tmp_path), max_length=32, epochs=2, batch_size=16, learning_rate=1e-3,
+                            cache_root=str(tmp_path / "cache"), progress=False, device="cpu")
+    tiny = AdapterConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1)
+    results = pretrain_adapters("factual", data, {"factual": tiny, BASELINE: None}, config,
+                                encoder=KAdapterModel.from_backbone(minilm_path), random_twins=["factual"])
+    twin = random_twin_name("factual")
+    for name, entry in results["models"].items():
+        assert len(entry["dev_correct"]) == 24 and set(entry["dev_correct"]) <= {0, 1}
+        assert np.mean(entry["dev_correct"]) == pytest.approx(entry["dev"]["accuracy"]), name
+    pairs = [(p.reference, p.variant) for p in pretraining_plan(results)]
+    assert pairs == [(BASELINE, "factual"), (twin, "factual"), (BASELINE, twin)]
+    comparisons = pretraining_comparisons(results, n_resamples=500)
+    first = comparisons[0]
+    assert first.metric == "accuracy" and first.n_items == 24 and first.p_mcnemar is not None
+    assert first.delta == pytest.approx(results["models"]["factual"]["dev"]["accuracy"]
+                                        - results["models"][BASELINE]["dev"]["accuracy"])
