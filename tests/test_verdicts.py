@@ -126,3 +126,33 @@ def test_pretraining_keeps_per_item_dev_outcomes_and_compares_them(minilm_path, 
     assert first.metric == "accuracy" and first.n_items == 24 and first.p_mcnemar is not None
     assert first.delta == pytest.approx(results["models"]["factual"]["dev"]["accuracy"]
                                         - results["models"][BASELINE]["dev"]["accuracy"])
+
+
+# ------------------------------------------------------------------------------ the probe's training budget
+def test_probe_budget_is_chosen_on_dev_for_the_backbone_and_applied_to_every_variant(minilm, corpus, tmp_path):
+    from kadapter.probing import seed_name, train_variants
+    from kadapter.probing.budget import apply_budget, choose_probe_budget, probe_dev_loss
+    from kadapter.training import TrainConfig
+
+    train_data, dev_data = corpus.split_by_group(0.25, seed=0)
+    config = TrainConfig(output_dir=str(tmp_path / "budget"), epochs=1, batch_size=64, learning_rate=1.0,
+                         warmup_ratio=0.0, seed=0, progress=False, resume=False)
+    budget = choose_probe_budget(minilm, build_probe, train_data, dev_data, config, learning_rates=[1e-6, 3e-3],
+                                 max_epochs=3)
+    curve = budget["curve"]
+    assert [(p["learning_rate"], p["epoch"]) for p in curve] == [(r, e) for r in (1e-6, 3e-3) for e in range(4)]
+    trained = [p for p in curve if p["epoch"] > 0]
+    assert budget["dev_loss"] == min(p["dev_loss"] for p in trained)
+    # a rate too small to move the head loses to one that learns; the start is the same draw for both rates
+    assert budget["learning_rate"] == 3e-3 and curve[0]["dev_loss"] == pytest.approx(curve[4]["dev_loss"])
+    assert budget["steps"] == budget["epochs"] * budget["steps_per_epoch"]
+    # the loss it reports is the probe's own loss on dev, recomputed here for a fresh probe
+    assert curve[0]["dev_loss"] == pytest.approx(probe_dev_loss(build_probe(minilm, [], seed=0), dev_data))
+    final = apply_budget(TrainConfig(output_dir=str(tmp_path / "final"), batch_size=64, seed=0, progress=False,
+                                     resume=False), budget)
+    probes, by_variant, summaries = train_variants(
+        minilm, {"backbone": [], "+F": ["factual"]}, train_data, seeds=[0], config=final)
+    assert summaries[0]["steps"] == budget["steps"]
+    for name in (seed_name("backbone", 0), seed_name("+F", 0)):
+        assert probes[name].recipe["training"]["learning_rate"] == 3e-3
+        assert probes[name].recipe["training"]["epochs"] == budget["epochs"]
