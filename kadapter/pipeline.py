@@ -47,6 +47,8 @@ STAGES = [
 FACTUAL_DATA = "{run}/01_data_alignment/factual_pretraining"
 FACTUAL_ADAPTER = "{run}/02_adapter_pretraining/factual/adapters/factual"
 LINGUISTIC_ADAPTER = "{run}/02_adapter_pretraining/linguistic/adapters/linguistic"
+# notebook 02 with paper_condition=True: the factual adapter pre-trained with LAMA probe facts not held out
+FACTUAL_PAPER_ADAPTER = "{run}/02_adapter_pretraining/factual_paper/adapters/factual_paper"
 FEATURE_CACHE = "{run}/feature_cache"
 
 # Parameters per profile and stage. `output_dir` is always set by the pipeline.
@@ -62,7 +64,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
             "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
-            "device": "cpu"},
+            # the paper's condition beside ours: built like 01's set, LAMA probe facts not held out
+            "paper_condition": True, "paper_condition_data": {"limit": 25, "min_examples": 20},
+            "bootstrap_resamples": 2000, "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
             "limits": {"openentity": {"train": 48, "dev": 24, "test": 24},
@@ -73,8 +77,10 @@ PROFILES: dict[str, dict[str, dict]] = {
             "device": "cpu"},
         "04_lama_probing": {
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "factual_paper_adapter": FACTUAL_PAPER_ADAPTER,
             "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36", "P1412"],
-            "facts_per_relation": 15, "device": "cpu"},
+            "facts_per_relation": 15, "probe_learning_rates": [1e-3, 3e-3], "probe_max_epochs": 3,
+            "bootstrap_resamples": 2000, "device": "cpu"},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
     # Gemma 3 270M (optional [gemma] extra; a causal LM): factual-adapter pre-training -> LAMA probing head for head

@@ -150,11 +150,13 @@ def subsample(dataset: Dataset, n: int | None, seed: int) -> Dataset:
 
 
 def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples: int | None = None,
-                   seed: int = 0, factual_data_dir: str | Path | None = None) -> tuple[DatasetDict, dict]:
+                   seed: int = 0, factual_data_dir: str | Path | None = None,
+                   factual_build: dict | None = None) -> tuple[DatasetDict, dict]:
     """The real pre-training data of an adapter kind, optionally subsampled.
 
-    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out), built here
-    or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
+    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out unless
+    ``factual_build`` says ``hold_out_probe=False``: the paper's condition), built here with ``factual_build``'s
+    options or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
     """
     if kind == "factual":
         if factual_data_dir is not None:
@@ -166,8 +168,13 @@ def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples
         else:
             from data_prep.factual import build_factual_pretraining_set
 
-            data, report = build_factual_pretraining_set(hold_out_probe=True)
-        report = {"source": "data_prep.factual (LAMA probe facts held out)",
+            data, report = build_factual_pretraining_set(**{"hold_out_probe": True, **(factual_build or {})})
+        # the builder's own record of its option; a saved set without its report leaves it unknown (None)
+        held_out = report.get("options", {}).get("hold_out_probe", "holdout" in report) if report else None
+        condition = {True: "LAMA probe facts held out", False: "LAMA probe facts NOT held out: the paper's condition",
+                     None: "no factual_stats.json: whether LAMA probe facts were held out is unknown"}[held_out]
+        report = {"source": f"data_prep.factual ({condition})",
+                  "hold_out_probe": held_out,
                   "relations_kept": report.get("relations_kept"), "holdout": report.get("holdout"),
                   "full_train": len(data["train"]), "full_dev": len(data["dev"])}
     elif kind == "linguistic":
