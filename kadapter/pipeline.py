@@ -93,12 +93,17 @@ PROFILES: dict[str, dict[str, dict]] = {
             "backbone": "gemma-3-270m", "adapter_kinds": ["factual"], "factual_data_dir": FACTUAL_DATA,
             "train_examples": 1500, "dev_examples": 300, "max_length": 48, "adapter_hidden_size": 128,
             "adapter_heads": 4, "adapter_intermediate_size": 256, "adapter_transformer_layers": 1, "epochs": 2,
-            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cpu"},
+            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16",
+            # the paper's condition beside ours, built like 01's set (limit 100) without the hold-out
+            "paper_condition": True, "paper_condition_data": {"limit": 100, "min_examples": 20}, "device": "cpu"},
         "04_lama_probing": {
-            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
-            "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
-            "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
-            "probe_batch_size": 64, "device": "cpu"},
+            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER,
+            "factual_paper_adapter": FACTUAL_PAPER_ADAPTER, "pretrained_head": True,
+            # twice the variants of the held-out-only profile: 400 sentences (was 600) and 2 probe seeds (was 3);
+            # the budget search trains the backbone's probe at 2 rates for up to 2 epochs (was: 1 epoch, lr 1e-3)
+            "corpus_sentences": 400, "max_length": 40, "batch_size": 128, "probe_learning_rates": [1e-3, 3e-3],
+            "probe_max_epochs": 2, "seeds": [0, 1], "relations": None, "facts_per_relation": 100,
+            "feature_cache": FEATURE_CACHE, "probe_batch_size": 64, "device": "cpu"},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
                             "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
                                         "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},
