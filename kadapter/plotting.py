@@ -316,7 +316,8 @@ def comparison_figure(comparisons, title: str = "paired differences (95% bootstr
         hovertemplate="%{y}: Δ = %{x:+.3f}<br>McNemar p = %{customdata[0]:.3g}<br>"
                       "%{customdata[1]} items × %{customdata[2]} seeds<extra></extra>"))
     fig.add_vline(x=0, line=dict(color="black", dash="dot"))
-    metric = comparisons[0].metric if comparisons else ""
+    metrics = {c.metric for c in comparisons}
+    metric = metrics.pop() if len(metrics) == 1 else " (each row's own metric)"
     fig.update_layout(title=title, xaxis=dict(title=f"Δ{metric}"), yaxis=dict(autorange="reversed"),
                       height=max(260, 34 * len(comparisons) + 140), margin=dict(l=320))
     return fig
