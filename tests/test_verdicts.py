@@ -185,3 +185,17 @@ def test_probe_budget_on_the_causal_recipe(tmp_path):
     start, *trained = budget["curve"]
     assert start["steps"] == 0 and min(p["dev_loss"] for p in trained) < start["dev_loss"]
     assert budget["epochs"] in (1, 2) and "acc@1" in start
+
+
+def test_comparison_figure_draws_each_interval():
+    from kadapter.plotting import comparison_figure
+    from kadapter.statistics import compare
+
+    a = compare([0, 1, 0, 1, 1, 0], [1, 1, 1, 1, 1, 0], reference_name="backbone", variant_name="+F",
+                n_resamples=500)
+    b = compare([0.5, 0.7, 0.2], [0.4, 0.9, 0.3], reference_name="twin", variant_name="+F", metric="UAS",
+                n_resamples=500)
+    trace = comparison_figure([a, b]).data[0]
+    assert list(trace.y) == ["+F − backbone", "+F − twin"]
+    assert trace.x[0] == pytest.approx(a.delta) and trace.error_x.array[0] == pytest.approx(a.ci_high - a.delta)
+    assert trace.error_x.arrayminus[1] == pytest.approx(b.delta - b.ci_low)
