@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict
-from safetensors.torch import save_file
 from torch import nn
 
 from . import metrics as M
@@ -34,6 +33,7 @@ from .config import AdapterConfig
 from .encoding import PadCollator, encode_dependency_dataset, encode_relation_dataset
 from .heads import IGNORE_INDEX, DependencyHeadPredictor, RelationClassificationHead, TaskModel
 from .model import KAdapterModel
+from .safe_files import save_safetensors
 from .training import TrainConfig, Trainer, trainable_state
 
 BASELINE = "no_adapter"  # the name under which the head-on-backbone-alone baseline is reported
@@ -424,8 +424,8 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                     out / "adapters" / name, task=kind, dev_metrics=best, best_epoch=run["best_epoch"]))
             # adapter + fusion + head: everything needed to re-run this model's dev evaluation
             (out / "task_models").mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in trainable_state(model).items()},
-                      str(out / "task_models" / f"{name}.safetensors"))
+            save_safetensors({k: v.contiguous() for k, v in trainable_state(model).items()},
+                             out / "task_models" / f"{name}.safetensors")
         results["models"][name] = entry
     timings["total_s"] = time.perf_counter() - started
     results["timings"] = {k: round(v, 3) for k, v in timings.items()}
