@@ -199,3 +199,20 @@ def test_comparison_figure_draws_each_interval():
     assert list(trace.y) == ["+F − backbone", "+F − twin"]
     assert trace.x[0] == pytest.approx(a.delta) and trace.error_x.array[0] == pytest.approx(a.ci_high - a.delta)
     assert trace.error_x.arrayminus[1] == pytest.approx(b.delta - b.ci_low)
+
+
+# ------------------------------------------------------------------------------ the paper's condition
+def test_paper_condition_keeps_the_probe_facts_the_held_out_set_removes():
+    """Real LAMA T-REx evidence: with hold_out_probe=False (the paper's condition) the pre-training data keeps
+    examples that state probe facts, and the data report says which condition it is."""
+    from kadapter.pretraining import load_task_data
+
+    options = {"sources": ["lama_trex_evidence"], "limit": 5, "min_examples": 2, "relations": ["P19", "P36"]}
+    held, held_report = load_task_data("factual", factual_build=options)
+    paper, paper_report = load_task_data("factual", factual_build={**options, "hold_out_probe": False})
+    assert held_report["hold_out_probe"] is True and "held out" in held_report["source"]
+    assert paper_report["hold_out_probe"] is False and "NOT held out" in paper_report["source"]
+    assert paper_report["holdout"] is None and held_report["holdout"]["examples_removed"] > 0
+    size = lambda data: len(data["train"]) + len(data["dev"])
+    # every evidence sentence of these facts states a probe fact: held out, nothing of them is left
+    assert size(held) < size(paper)
