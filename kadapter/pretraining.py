@@ -218,22 +218,40 @@ def prepare_split(encoded: Dataset, encoder: KAdapterModel, taps: Sequence[int],
     return SplitData(encoded, CachedDataset(cache, encoded), CachedCollator(cache), cache)
 
 
+@torch.no_grad()
+def _predict(task, split: SplitData, batch_size: int, model: nn.Module) -> tuple[list, list, float]:
+    """Predictions and gold labels over a split, item by item (an example, or a word for dependency heads), and
+    the mean loss per example."""
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    pred, gold, loss, n = [], [], 0.0, 0
+    for start in range(0, len(split.dataset), batch_size):
+        rows = [split.dataset[i] for i in range(start, min(start + batch_size, len(split.dataset)))]
+        batch = _to_device(split.collate(rows), device)
+        out = model(**batch)
+        p, g = task.predictions(out.logits.float(), batch["labels"])
+        pred += p
+        gold += g
+        loss += out.loss.item() * len(rows)
+        n += len(rows)
+    return pred, gold, loss / n
+
+
 def make_evaluator(task, split: SplitData, batch_size: int):
     """``evaluate(model) -> dev metrics`` over a split (cached features or token ids)."""
     def evaluate(model: nn.Module) -> dict:
-        device = next(p for p in model.parameters() if p.requires_grad).device
-        pred, gold, loss, n = [], [], 0.0, 0
-        for start in range(0, len(split.dataset), batch_size):
-            rows = [split.dataset[i] for i in range(start, min(start + batch_size, len(split.dataset)))]
-            batch = _to_device(split.collate(rows), device)
-            out = model(**batch)
-            p, g = task.predictions(out.logits.float(), batch["labels"])
-            pred += p
-            gold += g
-            loss += out.loss.item() * len(rows)
-            n += len(rows)
-        return {**task.score(pred, gold), "loss": loss / n}
+        pred, gold, loss = _predict(task, split, batch_size, model)
+        return {**task.score(pred, gold), "loss": loss}
     return evaluate
+
+
+def dev_correct(task, split: SplitData, batch_size: int, model: nn.Module) -> list[int]:
+    """1/0 per dev item (an example; a word for dependency heads), in the split's order: what paired statistics
+    (:func:`kadapter.statistics.compare`) compare model against model on the same items."""
+    was_training = model.training
+    model.eval()
+    pred, gold, _ = _predict(task, split, batch_size, model)
+    model.train(was_training)
+    return [int(p == g) for p, g in zip(pred, gold)]
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -389,7 +407,9 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                  "knowledge": "none (random, frozen)" if name in twins else ("—" if resolved[name] is None
                                                                            else "trained here"),
                  "best_epoch": run["best_epoch"], "dev": best, "history": run["history"],
-                 "stopped_early": run["stopped"]}
+                 "stopped_early": run["stopped"],
+                 # per dev item at the kept (best-epoch) weights: the paired comparisons' input
+                 "dev_correct": dev_correct(task, splits["dev"], 2 * config.batch_size, model)}
         if trainer.is_main:
             if resolved[name] is not None and name not in twins:  # a twin is its adapter's initial draw
                 adapter = model.encoder.adapters[name]

@@ -11,11 +11,14 @@ One module per idea:
   (the backbone's states computed once and cached);
 - :mod:`~kadapter.probing.ranking`: ranks, the majority baseline, metrics per relation and macro;
 - :mod:`~kadapter.probing.results`: summaries over seeds, per-relation tables, hold-out information;
+- :mod:`~kadapter.probing.budget`: the probe's training budget (learning rate, epochs), chosen on dev for the
+  backbone variant and applied to every variant;
 - :mod:`~kadapter.probing.variants`: adapter combinations, "w/o knowledge" twins, training variants side by side,
   saving / loading a probe set.
 
 Everything is re-exported here, so ``from kadapter.probing import ...`` works as before the split.
 """
+from .budget import apply_budget, choose_probe_budget, probe_dev_loss
 from .causal import (
     CausalLMProbe, TiedLMHead, build_causal_probe, causal_corpus_features, causal_lama_probe, causal_predict_topk,
     cloze_prefix, next_token_accuracy, object_is_last, own_head_probe, prefix_facts, prefix_ids, template_prefix,
