@@ -1,9 +1,8 @@
 """What the positive control trains on and what the diagnostics read, per kind of backbone (the probe recipes in
 :mod:`kadapter.probing.recipes` call these; nothing else asks which kind a backbone is).
 
-- causal LM: ``<bos>`` + each fact's prefix + its object token, every position labelled with the next token (the
-  last position of the prefix predicts the object, exactly as the probe asks); the general sentences as the probe
-  corpus tokenizes them. States come from :class:`~kadapter.probing.states.CausalStates` (cached on disk: the
+- causal LM: ``<bos>`` + each fact's prefix, every position labelled with the next token, the last one with the
+  object (exactly what the probe asks); the general sentences as the probe corpus tokenizes them. States come from :class:`~kadapter.probing.states.CausalStates` (cached on disk: the
   general sentences' states are the probe corpus's, computed once for both).
 - encoder: each filled template with its object replaced by the mask token, labelled there only; the general
   sentences masked BERT-style (15%, 80/10/10, fixed seed). States come from one live frozen pass per batch.
@@ -55,13 +54,15 @@ def causal_statement_set(model: KAdapterModel, facts: Sequence[dict], texts: Seq
     from .states import CausalStates
 
     tokenizer = model.tokenizer
-    statements = [prefix_ids(tokenizer, f["prefix"]) + [f["gold_id"]] for f in facts]
+    # <bos> + prefix, its last position labelled with the object: the statement's next-token objective without the
+    # position after the object, and the very sequences the LAMA probe asks (one cache of states for both)
+    statements = [prefix_ids(tokenizer, f["prefix"]) for f in facts]
     general = [s for s in (prefix_ids(tokenizer, t)[:max_length] for t in texts) if len(s) >= 2]
     # the probe corpus's taps: every attached adapter's, so the general sentences' states are one cache for both
     all_taps = sorted(set(taps) | set(model.tap_layers))
     sources = [CausalStates.build(model.backbone, seqs, pad_id=tokenizer.pad_token_id, taps=all_taps,
                                   root=cache_root, desc=desc)
-               for seqs, desc in ((statements, "fact-statement states"), (general, "training-text states"))
+               for seqs, desc in ((statements, "LAMA prefix states"), (general, "training-text states"))
                if seqs]
     n_statements = len(statements)
 
@@ -81,7 +82,8 @@ def causal_statement_set(model: KAdapterModel, facts: Sequence[dict], texts: Seq
         return _select(merged, order)
 
     sequences = statements + general
-    labels = [list(s[1:]) + [IGNORE] for s in sequences]  # position t predicts token t+1
+    labels = ([list(s[1:]) + [f["gold_id"]] for s, f in zip(statements, facts)]  # position t predicts token t+1
+              + [list(s[1:]) + [IGNORE] for s in general])
     return StatementSet(sequences, labels, features, n_statements, facts)
 
 
@@ -93,9 +95,10 @@ def causal_prompt_features(model: KAdapterModel, facts: Sequence[dict], candidat
     from .vocabulary import select_facts
 
     prompts, _ = prefix_facts(facts)
-    kept, _ = select_facts(prompts, model.tokenizer, candidates)
-    states = fact_states(model, kept, sorted(set(taps) | set(model.tap_layers)), states_root=cache_root)
-    features = states.features(range(len(kept)))
+    kept, _ = select_facts([{**p, "_row": i} for i, p in enumerate(prompts)], model.tokenizer, candidates)
+    # the states of every askable prompt, as causal_lama_probe computes them: one cache for both
+    states = fact_states(model, prompts, sorted(set(taps) | set(model.tap_layers)), states_root=cache_root)
+    features = states.features([f["_row"] for f in kept])
     lengths = features.attention_mask.sum(-1)
     return features, torch.arange(len(kept)), lengths - 1
 

@@ -100,8 +100,8 @@ class CausalRecipe:
         return causal.causal_lama_probe(model, probes, facts, states_root=cache_root, **kw)
 
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
-    objective_description = ("next token: every position of <bos> + each fact's prefix + its object token, and of "
-                             "the general sentences, through the model's own tied LM head over the residual fusion "
+    objective_description = ("next token: every position of <bos> + each fact's prefix (the last one predicts the "
+                             "object), and of the general sentences, through the model's own tied LM head over the residual fusion "
                              "(softmax over the targets + the ranking candidates)")
 
     def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
