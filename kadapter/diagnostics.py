@@ -151,3 +151,50 @@ def warn_hardly_moved(entries: dict[str, dict], names: Sequence[str] | None = No
     for message in messages:
         warnings.warn(message, AdapterHardlyMovedWarning, stacklevel=2)
     return messages
+
+
+def recorded_training(adapter_dir) -> dict:
+    """``{optimizer_steps, init_seed}`` as a trained adapter's folder records them (its ``adapter_config.json``
+    metadata, written by pre-training and by the positive control); None where an older adapter did not record it."""
+    from pathlib import Path
+
+    from .safe_files import read_json
+
+    adapter_dir = Path(adapter_dir)
+    metadata = read_json(adapter_dir / "adapter_config.json").get("metadata", {})
+    # an adapter saved before it carried these: its pre-training results.json (<run>/adapters/<name>/ -> <run>/)
+    results = adapter_dir.resolve().parent.parent / "results.json"
+    entry = read_json(results).get("models", {}).get(adapter_dir.name, {}) if results.is_file() else {}
+    steps = metadata.get("optimizer_steps", (entry.get("diagnostics") or {}).get("optimizer_steps"))
+    seed = metadata.get("init_seed", entry.get("seed"))
+    return {"optimizer_steps": steps, "init_seed": seed}
+
+
+def adapters_report(model, training: dict[str, dict], features=None, rows=None, cols=None,
+                    trained: Sequence[str] = ()) -> dict[str, dict]:
+    """:func:`adapter_diagnostics` of every adapter attached to ``model`` (``training[name]``: its
+    ``optimizer_steps`` and ``init_seed``, missing: unknown), the learned share measured on ``features`` at
+    (rows, cols) — the probe's inputs; only the adapters named in ``trained`` warn when they have hardly moved (a
+    twin is meant to sit at its draw)."""
+    report = {}
+    for name in model.adapter_names:
+        record = training.get(name, {})
+        report[name] = adapter_diagnostics(model.adapters[name], steps=record.get("optimizer_steps"),
+                                           init_seed=record.get("init_seed"), features=features, rows=rows,
+                                           cols=cols, name=name, warn=name in trained)
+    return report
+
+
+def variant_columns(variants: dict[str, Sequence[str]], report: dict[str, dict]) -> dict[str, dict]:
+    """Per probe variant (name -> adapters read), the diagnostics of the adapters it reads, for a results table
+    (several adapters: their values joined with " / ")."""
+    def cell(names, key):
+        values = [report[n].get(key) for n in names if n in report]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else " / ".join("—" if v is None else f"{v:.3g}" for v in values)
+
+    return {variant: {"optimizer steps": cell(names, "optimizer_steps"),
+                      "‖θ−θ₀‖/‖θ₀‖": cell(names, "relative_distance_from_init"),
+                      "learned share": cell(names, "learned_share")}
+            for variant, names in variants.items()}

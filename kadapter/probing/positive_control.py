@@ -187,3 +187,21 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
     }
     write_json(out / "results.json", json.loads(json.dumps(results, default=str)))
     return results
+
+
+def add_positive_control(model: KAdapterModel, variants: dict[str, Sequence[str]], facts: Sequence[dict],
+                         texts: Sequence[str], *, adapter_config: AdapterConfig, output_dir: str | Path,
+                         controls: bool = True, seed: int = 0, **options) -> tuple[dict, dict, dict]:
+    """Train the positive control (:func:`train_positive_control`, ``options`` passed on), attach it — and with
+    ``controls`` its init-draw twin — and add their rows to ``variants``. Returns (variants, the control's results,
+    ``{adapter: {optimizer_steps, init_seed}}`` for the diagnostics)."""
+    from .variants import add_control_adapter
+
+    report = train_positive_control(model, adapter_config, facts, texts, output_dir=output_dir, seed=seed, **options)
+    variants = {**variants, POSITIVE_CONTROL_ROW: [POSITIVE_CONTROL]}
+    training = {POSITIVE_CONTROL: {"optimizer_steps": report["steps"], "init_seed": seed}}
+    if controls:
+        twin = add_control_adapter(model, POSITIVE_CONTROL, seed=seed)
+        variants[f"{POSITIVE_CONTROL_ROW} (w/o knowledge)"] = [twin]
+        training[twin] = {"optimizer_steps": 0, "init_seed": seed}
+    return variants, report, training

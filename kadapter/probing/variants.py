@@ -133,6 +133,25 @@ def add_norm_matched_adapter(model: KAdapterModel, name: str, seed: int = 0) -> 
 NORM_MATCHED_ROW = " (norm-matched random)"
 
 
+def add_norm_matched_rows(model: KAdapterModel, variants: Mapping[str, Sequence[str]], seed: int = 0
+                          ) -> dict[str, list[str]]:
+    """``variants`` plus, for every knowledge row ("+X", not a control "+X (…)"), its norm-matched random twin row
+    ("+X (norm-matched random)"), attaching the twin of every adapter those rows read (once each)."""
+    from ..diagnostics import NORM_MATCHED_SUFFIX
+    from .positive_control import POSITIVE_CONTROL_ROW
+
+    out = {k: list(v) for k, v in variants.items()}
+    for variant, names in variants.items():
+        knowledge = variant.startswith("+") or variant == POSITIVE_CONTROL_ROW
+        if not knowledge or " (" in variant or not names:
+            continue
+        for name in names:
+            if name + NORM_MATCHED_SUFFIX not in model.adapters:
+                add_norm_matched_adapter(model, name, seed=seed)
+        out[variant + NORM_MATCHED_ROW] = [n + NORM_MATCHED_SUFFIX for n in names]
+    return out
+
+
 def probe_variants(adapter_names: Sequence[str], combinations: Sequence[Sequence[str]] | None = None,
                    controls: bool = True, norm_matched: bool = False) -> dict[str, list[str]]:
     """Display name -> adapters read, for the backbone alone, each combination and (with ``controls``) each
