@@ -74,7 +74,9 @@ PROFILES: dict[str, dict[str, dict]] = {
         "04_lama_probing": {
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
             "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36", "P1412"],
-            "facts_per_relation": 15, "device": "cpu"},
+            "facts_per_relation": 15, "device": "cpu",
+            # the positive control: the factual adapter's architecture trained on the 45 probed facts' statements
+            "positive_control": True, "positive_control_epochs": 30, "positive_control_learning_rate": 1e-2},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
     # Gemma 3 270M (optional [gemma] extra; a causal LM): factual-adapter pre-training -> LAMA probing head for head
@@ -92,7 +94,11 @@ PROFILES: dict[str, dict[str, dict]] = {
             "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
             "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
             "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
-            "probe_batch_size": 64, "device": "cpu"},
+            "probe_batch_size": 64, "device": "cpu",
+            # the positive control on the probed facts' own prompts (their states are the LAMA probe's, cached once);
+            # its own twins are left out to keep the profile's time (the factual adapter keeps both of its twins)
+            "positive_control": True, "positive_control_epochs": 10, "positive_control_learning_rate": 1e-2,
+            "positive_control_twins": False},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
                             "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
                                         "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},

@@ -193,9 +193,9 @@ def add_positive_control(model: KAdapterModel, variants: dict[str, Sequence[str]
                          texts: Sequence[str], *, adapter_config: AdapterConfig, output_dir: str | Path,
                          controls: bool = True, seed: int = 0, **options) -> tuple[dict, dict, dict]:
     """Train the positive control (:func:`train_positive_control`, ``options`` passed on), attach it — and with
-    ``controls`` its init-draw twin — and add their rows to ``variants``. Returns (variants, the control's results,
-    ``{adapter: {optimizer_steps, init_seed}}`` for the diagnostics)."""
-    from .variants import add_control_adapter
+    ``controls`` its init-draw and norm-matched random twins — and add their rows to ``variants``. Returns
+    (variants, the control's results, ``{adapter: {optimizer_steps, init_seed}}`` for the diagnostics)."""
+    from .variants import NORM_MATCHED_ROW, add_control_adapter, add_norm_matched_adapter
 
     report = train_positive_control(model, adapter_config, facts, texts, output_dir=output_dir, seed=seed, **options)
     variants = {**variants, POSITIVE_CONTROL_ROW: [POSITIVE_CONTROL]}
@@ -204,4 +204,6 @@ def add_positive_control(model: KAdapterModel, variants: dict[str, Sequence[str]
         twin = add_control_adapter(model, POSITIVE_CONTROL, seed=seed)
         variants[f"{POSITIVE_CONTROL_ROW} (w/o knowledge)"] = [twin]
         training[twin] = {"optimizer_steps": 0, "init_seed": seed}
+        variants[POSITIVE_CONTROL_ROW + NORM_MATCHED_ROW] = [add_norm_matched_adapter(model, POSITIVE_CONTROL,
+                                                                                      seed=seed + 1)]
     return variants, report, training

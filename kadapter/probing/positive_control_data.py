@@ -106,14 +106,26 @@ def causal_prompt_features(model: KAdapterModel, facts: Sequence[dict], candidat
 # =====================================================================================================================
 # Encoders
 # =====================================================================================================================
-def _live_features(model: KAdapterModel, sequences: Sequence[Sequence[int]], taps: Sequence[int]):
+def _live_features(model: KAdapterModel, sequences: Sequence[Sequence[int]], taps: Sequence[int],
+                   batch_size: int = 64):
+    """One frozen pass over every sequence (batched), kept in memory per sequence: every epoch reads them back (the
+    sets here are a few hundred sentences), right-padded per requested batch."""
     from .masked import pad_batch
 
+    device = next(model.backbone.parameters()).device
+    kept: list[BackboneFeatures] = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = [sequences[i] for i in range(start, min(start + batch_size, len(sequences)))]
+        ids, mask = pad_batch(chunk, model.tokenizer.pad_token_id)
+        out = extract_features(model.backbone, ids.to(device), mask.to(device), layers=list(taps),
+                               kind=model.kind).to("cpu")
+        for row, seq in enumerate(chunk):
+            n = len(seq)
+            kept.append(BackboneFeatures({t: h[row:row + 1, :n] for t, h in out.hidden_states.items()},
+                                         out.last_hidden_state[row:row + 1, :n], out.attention_mask[row:row + 1, :n]))
+
     def features(indices: Sequence[int]) -> BackboneFeatures:
-        ids, mask = pad_batch([sequences[i] for i in indices], model.tokenizer.pad_token_id)
-        device = next(model.backbone.parameters()).device
-        return extract_features(model.backbone, ids.to(device), mask.to(device), layers=list(taps),
-                                kind=model.kind).to("cpu")
+        return _concat([kept[i] for i in indices])
 
     return features
 

@@ -138,12 +138,10 @@ def add_norm_matched_rows(model: KAdapterModel, variants: Mapping[str, Sequence[
     """``variants`` plus, for every knowledge row ("+X", not a control "+X (…)"), its norm-matched random twin row
     ("+X (norm-matched random)"), attaching the twin of every adapter those rows read (once each)."""
     from ..diagnostics import NORM_MATCHED_SUFFIX
-    from .positive_control import POSITIVE_CONTROL_ROW
 
     out = {k: list(v) for k, v in variants.items()}
     for variant, names in variants.items():
-        knowledge = variant.startswith("+") or variant == POSITIVE_CONTROL_ROW
-        if not knowledge or " (" in variant or not names:
+        if not variant.startswith("+") or " (" in variant or not names:
             continue
         for name in names:
             if name + NORM_MATCHED_SUFFIX not in model.adapters:
