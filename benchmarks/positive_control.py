@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--probe-lr", type=float, default=1e-3)
     parser.add_argument("--probe-batch", type=int, default=128)
     parser.add_argument("--tag", default="", help="appended to the result file's name")
+    parser.add_argument("--no-init-twin", action="store_true", help="leave out the init-draw twin's row (time)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work-dir", default=None, help="default: a temporary folder")
     args = parser.parse_args()
@@ -81,6 +82,8 @@ def main() -> None:
     variants = {"backbone": [], POSITIVE_CONTROL_ROW: [POSITIVE_CONTROL],
                 f"{POSITIVE_CONTROL_ROW} (w/o knowledge)": [init_twin],
                 f"{POSITIVE_CONTROL_ROW} (norm-matched random)": [norm_twin]}
+    if args.no_init_twin:
+        del variants[f"{POSITIVE_CONTROL_ROW} (w/o knowledge)"]
 
     tick = time.perf_counter()
     prompts, rows, cols = recipe.prompt_features(model, facts, candidates, taps=model.tap_layers, cache_root=states)
