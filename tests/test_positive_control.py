@@ -66,7 +66,8 @@ def test_an_adapter_that_memorises_its_facts_is_detected_by_the_probe(kind, prob
                                     candidates=candidates, epochs=30, learning_rate=1e-2, batch_size=16,
                                     max_length=32, cache_root=tmp_path / "states", seed=5)
     entry = report["models"][POSITIVE_CONTROL]
-    assert report["data"]["statements"] == len(facts) and report["data"]["general_sentences"] == 60
+    assert report["data"]["statements"] == len(facts)
+    assert report["data"]["general_sentences"] + sum(report["data"]["skipped"].values()) == 60  # counted, not lost
     assert entry["statement_p@1"] >= 0.3  # it holds its facts (through the head it was trained with)
     # its saved results say where it started and how far it went (as every adapter's must)
     assert adapter_init_seed(entry["adapter_dir"]) == 5

@@ -52,6 +52,7 @@ class StatementSet(torch.utils.data.Dataset):
             raise ValueError(f"{len(sequences)} sequences but {len(labels)} label rows")
         self.sequences, self.labels, self.features = list(sequences), list(labels), features
         self.statements, self.facts = statements, list(facts)
+        self.skipped: dict[str, int] = {}  # what was left out, and why (counted, never silent)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -174,6 +175,7 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
         "kind": "positive_control", "objective": recipe.objective_description,
         "backbone": model.identity.to_dict(), "adapter": resolved.to_dict(),
         "data": {"statements": data.statements, "general_sentences": len(data) - data.statements,
+                 "skipped": data.skipped,
                  "selection": {k: v for k, v in selection.items() if k != "per_relation"},
                  "relations": sorted({f["relation"] for f in kept}),
                  "examples": [statement_text(f) for f in kept[:5]]},

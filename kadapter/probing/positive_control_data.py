@@ -153,12 +153,17 @@ def masked_statement_set(model: KAdapterModel, facts: Sequence[dict], texts: Seq
     tokenizer = model.tokenizer
     sequences, labels = _masked_statements(model, facts)
     generator = random.Random(masking_seed)
+    unmasked = 0
     for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"] if texts else []:
         inputs, row = mask_tokens(ids, tokenizer, generator, mask_prob)
         if any(t != IGNORE for t in row):
             sequences.append(inputs)
             labels.append(row)
-    return StatementSet(sequences, labels, _live_features(model, sequences, taps), len(facts), facts)
+        else:  # nothing to predict in it (as the probe corpus, which keeps no position of it either)
+            unmasked += 1
+    data = StatementSet(sequences, labels, _live_features(model, sequences, taps), len(facts), facts)
+    data.skipped = {"general sentences in which no token was masked": unmasked} if unmasked else {}
+    return data
 
 
 def masked_prompt_features(model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary, *,
