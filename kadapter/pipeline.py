@@ -87,7 +87,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             "factual_paper_adapter": FACTUAL_PAPER_ADAPTER,
             "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36", "P1412"],
             "facts_per_relation": 15, "probe_learning_rates": [1e-3, 3e-3], "probe_max_epochs": 3,
-            "bootstrap_resamples": 2000, "device": "cpu"},
+            "bootstrap_resamples": 2000, "device": "cpu",
+            # the positive control: the factual adapter's architecture trained on the 45 probed facts' statements
+            "positive_control": True, "positive_control_epochs": 30, "positive_control_learning_rate": 1e-2},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
     # Gemma 3 270M (optional [gemma] extra; a causal LM): factual-adapter pre-training -> LAMA probing head for head
@@ -110,7 +112,11 @@ PROFILES: dict[str, dict[str, dict]] = {
             # the budget search trains the backbone's probe at 2 rates for up to 2 epochs (was: 1 epoch, lr 1e-3)
             "corpus_sentences": 400, "max_length": 40, "batch_size": 128, "probe_learning_rates": [1e-3, 3e-3],
             "probe_max_epochs": 2, "seeds": [0, 1], "relations": None, "facts_per_relation": 100,
-            "feature_cache": FEATURE_CACHE, "probe_batch_size": 64, "device": "cpu"},
+            "feature_cache": FEATURE_CACHE, "probe_batch_size": 64, "device": "cpu",
+            # the positive control on the probed facts' own prompts (their states are the LAMA probe's, cached once);
+            # its own twins are left out to keep the profile's time (the factual adapter keeps both of its twins)
+            "positive_control": True, "positive_control_epochs": 10, "positive_control_learning_rate": 1e-2,
+            "positive_control_twins": False},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
                             "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
                                         "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},

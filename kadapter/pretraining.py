@@ -417,11 +417,17 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                  "stopped_early": run["stopped"],
                  # per dev item at the kept (best-epoch) weights: the paired comparisons' input
                  "dev_correct": dev_correct(task, splits["dev"], 2 * config.batch_size, model)}
+        if resolved[name] is not None:  # steps, distance from the init draw, learned share on dev inputs
+            entry["diagnostics"] = _diagnostics(model.encoder.adapters[name], name, entry["seed"], run, trainer,
+                                                splits["dev"], frozen=name in twins)
         if trainer.is_main:
             if resolved[name] is not None and name not in twins:  # a twin is its adapter's initial draw
                 adapter = model.encoder.adapters[name]
+                diagnostics = entry["diagnostics"]
                 entry["adapter_dir"] = str(adapter.save_pretrained(
-                    out / "adapters" / name, task=kind, dev_metrics=best, best_epoch=run["best_epoch"]))
+                    out / "adapters" / name, task=kind, dev_metrics=best, best_epoch=run["best_epoch"],
+                    init_seed=entry["seed"], optimizer_steps=diagnostics["optimizer_steps"],
+                    relative_distance_from_init=diagnostics["relative_distance_from_init"]))
             # adapter + fusion + head: everything needed to re-run this model's dev evaluation
             (out / "task_models").mkdir(parents=True, exist_ok=True)
             save_safetensors({k: v.contiguous() for k, v in trainable_state(model).items()},
@@ -441,14 +447,40 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
     return results
 
 
+def _diagnostics(adapter, name: str, init_seed: int, run: dict, trainer: Trainer, dev: SplitData,
+                 frozen: bool) -> dict:
+    """:func:`kadapter.diagnostics.adapter_diagnostics` of a pre-trained adapter: the optimizer steps behind its
+    kept (best-epoch) weights, its distance from the init draw, the learned share of its output on the first dev
+    batch; a frozen twin took no step (and is not warned about: it is meant to be its init draw)."""
+    from .diagnostics import adapter_diagnostics
+
+    epochs = run["best_epoch"] + 1 if run["best_epoch"] is not None else len(run["history"])
+    steps = 0 if frozen else trainer.steps_per_epoch * epochs
+    rows = [dev.dataset[i] for i in range(min(32, len(dev.dataset)))]
+    batch = dev.collate(rows)
+    device = next(adapter.parameters()).device
+    features = batch.get("features")
+    if features is None:
+        features = extract_features(trainer.unwrapped(name).encoder.backbone, batch["input_ids"].to(device),
+                                    batch["attention_mask"].to(device), layers=adapter.tap_layers)
+    out = adapter_diagnostics(adapter, steps=steps, init_seed=init_seed, features=features.to(device),
+                              name=name, warn=not frozen)
+    out["optimizer_steps_run"] = 0 if frozen else trainer.steps_per_epoch * len(run["history"])
+    return out
+
+
 def dev_table(results: dict) -> list[dict]:
     """One row per trained model (its dev metrics at the best epoch), then the trivial baselines."""
     rows = []
     for name, entry in results["models"].items():
         dev = entry["dev"] or {}
+        diagnostics = entry.get("diagnostics") or {}
         rows.append({"model": name, "knowledge": entry.get("knowledge", "—"),
                      "trainable_parameters": entry["trainable_parameters"],
-                     "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"}})
+                     "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"},
+                     "optimizer steps": diagnostics.get("optimizer_steps"),
+                     "‖θ−θ₀‖/‖θ₀‖": diagnostics.get("relative_distance_from_init"),
+                     "learned share": diagnostics.get("learned_share")})
     for name, metrics in results.get("baselines", {}).items():  # trivial baselines: nothing trained
         rows.append({"model": name, "knowledge": "—", "trainable_parameters": 0, "best_epoch": None,
                      **{k: v for k, v in metrics.items() if k != "prediction"}})

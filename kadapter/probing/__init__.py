@@ -39,7 +39,8 @@ from .results import (
 )
 from .states import CausalStates, causal_forward, left_pad
 from .variants import (
-    CONTROL_SUFFIX, add_control_adapter, load_probe_set, probe_variants, save_probe_set, seed_name, train_probes,
+    CONTROL_SUFFIX, NORM_MATCHED_ROW, add_control_adapter, add_norm_matched_adapter, add_norm_matched_rows, load_probe_set, probe_variants, save_probe_set, seed_name, train_probes,
     train_variants,
 )
+from .positive_control import POSITIVE_CONTROL, POSITIVE_CONTROL_ROW, statement_text, train_positive_control
 from .vocabulary import CandidateVocabulary, candidate_vocabulary, full_vocabulary, select_facts, word_token_id
