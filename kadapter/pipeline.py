@@ -54,6 +54,8 @@ STAGES = [
 FACTUAL_DATA = "{run}/01_data_alignment/factual_pretraining"
 FACTUAL_ADAPTER = "{run}/02_adapter_pretraining/factual/adapters/factual"
 LINGUISTIC_ADAPTER = "{run}/02_adapter_pretraining/linguistic/adapters/linguistic"
+# notebook 02 with paper_condition=True: the factual adapter pre-trained with LAMA probe facts not held out
+FACTUAL_PAPER_ADAPTER = "{run}/02_adapter_pretraining/factual_paper/adapters/factual_paper"
 FEATURE_CACHE = "{run}/feature_cache"
 
 # Parameters per profile and stage. `output_dir` is always set by the pipeline.
@@ -69,7 +71,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
             "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
-            "device": "cpu"},
+            # the paper's condition beside ours: built like 01's set, LAMA probe facts not held out
+            "paper_condition": True, "paper_condition_data": {"limit": 25, "min_examples": 20},
+            "bootstrap_resamples": 2000, "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
             "limits": {"openentity": {"train": 48, "dev": 24, "test": 24},
@@ -80,8 +84,12 @@ PROFILES: dict[str, dict[str, dict]] = {
             "device": "cpu"},
         "04_lama_probing": {
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "factual_paper_adapter": FACTUAL_PAPER_ADAPTER,
             "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36", "P1412"],
-            "facts_per_relation": 15, "device": "cpu"},
+            "facts_per_relation": 15, "probe_learning_rates": [1e-3, 3e-3], "probe_max_epochs": 3,
+            "bootstrap_resamples": 2000, "device": "cpu",
+            # the positive control: the factual adapter's architecture trained on the 45 probed facts' statements
+            "positive_control": True, "positive_control_epochs": 30, "positive_control_learning_rate": 1e-2},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
     },
     # Gemma 3 270M (optional [gemma] extra; a causal LM): every stage after the quickstart — factual and linguistic
@@ -94,7 +102,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             "backbone": "gemma-3-270m", "adapter_kinds": ["factual", "linguistic"], "factual_data_dir": FACTUAL_DATA,
             "train_examples": 1500, "dev_examples": 300, "max_length": 48, "adapter_hidden_size": 128,
             "adapter_heads": 4, "adapter_intermediate_size": 256, "adapter_transformer_layers": 1, "epochs": 2,
-            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cpu"},
+            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16",
+            # the paper's condition beside ours, built like 01's set (limit 100) without the hold-out
+            "paper_condition": True, "paper_condition_data": {"limit": 100, "min_examples": 20}, "device": "cpu"},
         "03_finetuning": {
             "backbone": "gemma-3-270m", "tasks": ["openentity", "semeval", "cosmosqa"],
             "limits": {"openentity": {"train": 300, "dev": 100, "test": 300},
@@ -105,10 +115,18 @@ PROFILES: dict[str, dict[str, dict]] = {
             "storage_dtype": "bfloat16", "device": "cpu"},
         "04_lama_probing": {
             "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
-            "adapter_combinations": [["factual"], ["factual", "linguistic"]], "pretrained_head": True,
-            "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
-            "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
-            "probe_batch_size": 64, "device": "cpu"},
+            "factual_paper_adapter": FACTUAL_PAPER_ADAPTER,
+            "adapter_combinations": [["factual"], ["factual_paper"], ["factual", "linguistic"]],
+            "pretrained_head": True,
+            # twice the variants of the held-out-only profile: 400 sentences (was 600) and 2 probe seeds (was 3);
+            # the budget search trains the backbone's probe at 2 rates for up to 2 epochs (was: 1 epoch, lr 1e-3)
+            "corpus_sentences": 400, "max_length": 40, "batch_size": 128, "probe_learning_rates": [1e-3, 3e-3],
+            "probe_max_epochs": 2, "seeds": [0, 1], "relations": None, "facts_per_relation": 100,
+            "feature_cache": FEATURE_CACHE, "probe_batch_size": 64, "device": "cpu",
+            # the positive control on the probed facts' own prompts (their states are the LAMA probe's, cached once);
+            # its own twins are left out to keep the profile's time (the factual adapter keeps both of its twins)
+            "positive_control": True, "positive_control_epochs": 10, "positive_control_learning_rate": 1e-2,
+            "positive_control_twins": False},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
                             "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
                                         "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},

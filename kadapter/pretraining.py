@@ -150,11 +150,13 @@ def subsample(dataset: Dataset, n: int | None, seed: int) -> Dataset:
 
 
 def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples: int | None = None,
-                   seed: int = 0, factual_data_dir: str | Path | None = None) -> tuple[DatasetDict, dict]:
+                   seed: int = 0, factual_data_dir: str | Path | None = None,
+                   factual_build: dict | None = None) -> tuple[DatasetDict, dict]:
     """The real pre-training data of an adapter kind, optionally subsampled.
 
-    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out), built here
-    or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
+    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out unless
+    ``factual_build`` says ``hold_out_probe=False``: the paper's condition), built here with ``factual_build``'s
+    options or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
     """
     if kind == "factual":
         if factual_data_dir is not None:
@@ -166,8 +168,13 @@ def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples
         else:
             from data_prep.factual import build_factual_pretraining_set
 
-            data, report = build_factual_pretraining_set(hold_out_probe=True)
-        report = {"source": "data_prep.factual (LAMA probe facts held out)",
+            data, report = build_factual_pretraining_set(**{"hold_out_probe": True, **(factual_build or {})})
+        # the builder's own record of its option; a saved set without its report leaves it unknown (None)
+        held_out = report.get("options", {}).get("hold_out_probe", "holdout" in report) if report else None
+        condition = {True: "LAMA probe facts held out", False: "LAMA probe facts NOT held out: the paper's condition",
+                     None: "no factual_stats.json: whether LAMA probe facts were held out is unknown"}[held_out]
+        report = {"source": f"data_prep.factual ({condition})",
+                  "hold_out_probe": held_out,
                   "relations_kept": report.get("relations_kept"), "holdout": report.get("holdout"),
                   "full_train": len(data["train"]), "full_dev": len(data["dev"])}
     elif kind == "linguistic":
@@ -218,22 +225,40 @@ def prepare_split(encoded: Dataset, encoder: KAdapterModel, taps: Sequence[int],
     return SplitData(encoded, CachedDataset(cache, encoded), CachedCollator(cache), cache)
 
 
+@torch.no_grad()
+def _predict(task, split: SplitData, batch_size: int, model: nn.Module) -> tuple[list, list, float]:
+    """Predictions and gold labels over a split, item by item (an example, or a word for dependency heads), and
+    the mean loss per example."""
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    pred, gold, loss, n = [], [], 0.0, 0
+    for start in range(0, len(split.dataset), batch_size):
+        rows = [split.dataset[i] for i in range(start, min(start + batch_size, len(split.dataset)))]
+        batch = _to_device(split.collate(rows), device)
+        out = model(**batch)
+        p, g = task.predictions(out.logits.float(), batch["labels"])
+        pred += p
+        gold += g
+        loss += out.loss.item() * len(rows)
+        n += len(rows)
+    return pred, gold, loss / n
+
+
 def make_evaluator(task, split: SplitData, batch_size: int):
     """``evaluate(model) -> dev metrics`` over a split (cached features or token ids)."""
     def evaluate(model: nn.Module) -> dict:
-        device = next(p for p in model.parameters() if p.requires_grad).device
-        pred, gold, loss, n = [], [], 0.0, 0
-        for start in range(0, len(split.dataset), batch_size):
-            rows = [split.dataset[i] for i in range(start, min(start + batch_size, len(split.dataset)))]
-            batch = _to_device(split.collate(rows), device)
-            out = model(**batch)
-            p, g = task.predictions(out.logits.float(), batch["labels"])
-            pred += p
-            gold += g
-            loss += out.loss.item() * len(rows)
-            n += len(rows)
-        return {**task.score(pred, gold), "loss": loss / n}
+        pred, gold, loss = _predict(task, split, batch_size, model)
+        return {**task.score(pred, gold), "loss": loss}
     return evaluate
+
+
+def dev_correct(task, split: SplitData, batch_size: int, model: nn.Module) -> list[int]:
+    """1/0 per dev item (an example; a word for dependency heads), in the split's order: what paired statistics
+    (:func:`kadapter.statistics.compare`) compare model against model on the same items."""
+    was_training = model.training
+    model.eval()
+    pred, gold, _ = _predict(task, split, batch_size, model)
+    model.train(was_training)
+    return [int(p == g) for p, g in zip(pred, gold)]
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -389,12 +414,20 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                  "knowledge": "none (random, frozen)" if name in twins else ("—" if resolved[name] is None
                                                                            else "trained here"),
                  "best_epoch": run["best_epoch"], "dev": best, "history": run["history"],
-                 "stopped_early": run["stopped"]}
+                 "stopped_early": run["stopped"],
+                 # per dev item at the kept (best-epoch) weights: the paired comparisons' input
+                 "dev_correct": dev_correct(task, splits["dev"], 2 * config.batch_size, model)}
+        if resolved[name] is not None:  # steps, distance from the init draw, learned share on dev inputs
+            entry["diagnostics"] = _diagnostics(model.encoder.adapters[name], name, entry["seed"], run, trainer,
+                                                splits["dev"], frozen=name in twins)
         if trainer.is_main:
             if resolved[name] is not None and name not in twins:  # a twin is its adapter's initial draw
                 adapter = model.encoder.adapters[name]
+                diagnostics = entry["diagnostics"]
                 entry["adapter_dir"] = str(adapter.save_pretrained(
-                    out / "adapters" / name, **card_metadata(results, config, summary, name, twins)))
+                    out / "adapters" / name, **card_metadata(results, config, summary, name, twins),
+                    init_seed=entry["seed"], optimizer_steps=diagnostics["optimizer_steps"],
+                    relative_distance_from_init=diagnostics["relative_distance_from_init"]))
             # adapter + fusion + head: everything needed to re-run this model's dev evaluation
             (out / "task_models").mkdir(parents=True, exist_ok=True)
             save_safetensors({k: v.contiguous() for k, v in trainable_state(model).items()},
@@ -434,14 +467,40 @@ def card_metadata(results: dict, config: PretrainConfig, summary: dict, name: st
             "best_epoch": run["best_epoch"], "dev_metrics": _best_dev(run), "baselines": baselines}
 
 
+def _diagnostics(adapter, name: str, init_seed: int, run: dict, trainer: Trainer, dev: SplitData,
+                 frozen: bool) -> dict:
+    """:func:`kadapter.diagnostics.adapter_diagnostics` of a pre-trained adapter: the optimizer steps behind its
+    kept (best-epoch) weights, its distance from the init draw, the learned share of its output on the first dev
+    batch; a frozen twin took no step (and is not warned about: it is meant to be its init draw)."""
+    from .diagnostics import adapter_diagnostics
+
+    epochs = run["best_epoch"] + 1 if run["best_epoch"] is not None else len(run["history"])
+    steps = 0 if frozen else trainer.steps_per_epoch * epochs
+    rows = [dev.dataset[i] for i in range(min(32, len(dev.dataset)))]
+    batch = dev.collate(rows)
+    device = next(adapter.parameters()).device
+    features = batch.get("features")
+    if features is None:
+        features = extract_features(trainer.unwrapped(name).encoder.backbone, batch["input_ids"].to(device),
+                                    batch["attention_mask"].to(device), layers=adapter.tap_layers)
+    out = adapter_diagnostics(adapter, steps=steps, init_seed=init_seed, features=features.to(device),
+                              name=name, warn=not frozen)
+    out["optimizer_steps_run"] = 0 if frozen else trainer.steps_per_epoch * len(run["history"])
+    return out
+
+
 def dev_table(results: dict) -> list[dict]:
     """One row per trained model (its dev metrics at the best epoch), then the trivial baselines."""
     rows = []
     for name, entry in results["models"].items():
         dev = entry["dev"] or {}
+        diagnostics = entry.get("diagnostics") or {}
         rows.append({"model": name, "knowledge": entry.get("knowledge", "—"),
                      "trainable_parameters": entry["trainable_parameters"],
-                     "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"}})
+                     "best_epoch": entry["best_epoch"], **{k: v for k, v in dev.items() if k != "epoch"},
+                     "optimizer steps": diagnostics.get("optimizer_steps"),
+                     "‖θ−θ₀‖/‖θ₀‖": diagnostics.get("relative_distance_from_init"),
+                     "learned share": diagnostics.get("learned_share")})
     for name, metrics in results.get("baselines", {}).items():  # trivial baselines: nothing trained
         rows.append({"model": name, "knowledge": "—", "trainable_parameters": 0, "best_epoch": None,
                      **{k: v for k, v in metrics.items() if k != "prediction"}})

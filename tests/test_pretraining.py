@@ -191,6 +191,19 @@ def test_random_twin_starts_from_the_adapters_draw_and_stays_frozen(encoder, cac
     adapter_params = sum(p.numel() for p in start["f"].encoder.adapters["f"].parameters())
     assert models[twin]["trainable_parameters"] == models["f"]["trainable_parameters"] - adapter_params
     assert not (tmp_path / "adapters" / twin).exists()  # a random draw is not a knowledge adapter
+    # every adapter's results record its optimizer steps and its distance from the init draw (issue 17)
+    steps_per_epoch = -(-results["data"]["train"] // 16)
+    kept = models["f"]["diagnostics"]
+    assert kept["optimizer_steps"] == steps_per_epoch * (models["f"]["best_epoch"] + 1) and kept["init_seed"] == \
+        models["f"]["seed"]
+    assert 0 < kept["relative_distance_from_init"] and 0 < kept["learned_share"] < 10
+    assert models[twin]["diagnostics"]["optimizer_steps"] == 0
+    assert models[twin]["diagnostics"]["relative_distance_from_init"] == 0.0  # it is exactly its init draw
+    assert models[twin]["diagnostics"]["learned_share"] < kept["learned_share"]
+    meta = json.loads((tmp_path / "adapters" / "f" / "adapter_config.json").read_text())["metadata"]
+    assert meta["optimizer_steps"] == kept["optimizer_steps"] and meta["init_seed"] == models["f"]["seed"]
+    row = {r["model"]: r for r in dev_table(results)}["f"]
+    assert row["optimizer steps"] == kept["optimizer_steps"]
     trained = load_file(str(tmp_path / "task_models" / f"{twin}.safetensors"))
     assert not any(k.startswith(f"encoder.adapters.{twin}.") for k in trained)  # stayed at its draw, not saved
     head_keys = [k for k in trained if k.startswith("head.")]

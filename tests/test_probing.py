@@ -458,7 +458,15 @@ def test_notebook_04_smoke(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["facts"]["per_relation"] == {"P19": 15, "P36": 15}
     rows = {r["model"]: r for r in results["summary"]}
-    assert set(rows) == {"backbone", "+factual", "+factual (w/o knowledge)", "majority object (per relation)"}
+    assert set(rows) == {"backbone", "+factual", "+factual (w/o knowledge)", "+factual (norm-matched random)",
+                         "positive control", "positive control (w/o knowledge)",
+                         "positive control (norm-matched random)", "majority object (per relation)"}
+    diagnostics = results["adapter_diagnostics"]  # every adapter: steps, distance from its init draw, learned share
+    assert diagnostics["factual"]["init_seed"] == 4242 and diagnostics["factual"]["optimizer_steps"] is None
+    assert diagnostics["factual_wo_knowledge"]["relative_distance_from_init"] == 0.0
+    assert diagnostics["positive_control"]["optimizer_steps"] == results["positive_control"]["steps"] > 0
+    assert not diagnostics["positive_control"]["hardly_moved"]
+    assert all(0 <= d["learned_share"] for d in diagnostics.values())
     assert rows["backbone"]["seeds"] == 2 and rows["backbone"]["facts"] == 30
     typed = {r["model"]: r for r in results["summary_typed"]}
     assert typed["majority object (per relation)"]["p@1"] == rows["majority object (per relation)"]["p@1"]
@@ -470,4 +478,4 @@ def test_notebook_04_smoke(tmp_path):
     lama = json.loads((out / "lama_results.json").read_text())
     assert len(lama["predictions"]) == 30 and "LAMA-UHN" in lama["subsets"]
     model, probes = load_probe_set(out / "probe_set")  # what notebook 05 loads
-    assert list(probes) == ["backbone", "+factual", "+factual (w/o knowledge)"]
+    assert list(probes)[:3] == ["backbone", "+factual", "+factual (w/o knowledge)"] and "positive control" in probes

@@ -11,11 +11,14 @@ One module per idea:
   (the backbone's states computed once and cached);
 - :mod:`~kadapter.probing.ranking`: ranks, the majority baseline, metrics per relation and macro;
 - :mod:`~kadapter.probing.results`: summaries over seeds, per-relation tables, hold-out information;
+- :mod:`~kadapter.probing.budget`: the probe's training budget (learning rate, epochs), chosen on dev for the
+  backbone variant and applied to every variant;
 - :mod:`~kadapter.probing.variants`: adapter combinations, "w/o knowledge" twins, training variants side by side,
   saving / loading a probe set.
 
 Everything is re-exported here, so ``from kadapter.probing import ...`` works as before the split.
 """
+from .budget import apply_budget, choose_probe_budget, probe_dev_loss
 from .causal import (
     CausalLMProbe, TiedLMHead, build_causal_probe, causal_corpus_features, causal_lama_probe, causal_predict_topk,
     cloze_prefix, next_token_accuracy, object_is_last, own_head_probe, prefix_facts, prefix_ids, template_prefix,
@@ -36,7 +39,8 @@ from .results import (
 )
 from .states import CausalStates, causal_forward, left_pad
 from .variants import (
-    CONTROL_SUFFIX, add_control_adapter, load_probe_set, probe_variants, save_probe_set, seed_name, train_probes,
+    CONTROL_SUFFIX, NORM_MATCHED_ROW, add_control_adapter, add_norm_matched_adapter, add_norm_matched_rows, load_probe_set, probe_variants, save_probe_set, seed_name, train_probes,
     train_variants,
 )
+from .positive_control import POSITIVE_CONTROL, POSITIVE_CONTROL_ROW, statement_text, train_positive_control
 from .vocabulary import CandidateVocabulary, candidate_vocabulary, full_vocabulary, select_facts, word_token_id

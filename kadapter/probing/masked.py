@@ -375,7 +375,13 @@ class MaskedLMProbe(nn.Module):
 def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed: int = 0, fusion: str = "concat",
                 recipe: dict | None = None, hidden_act: str = "gelu", layer_norm_eps: float | None = None,
                 head: MaskedLMProbeHead | None = None) -> MaskedLMProbe:
-    """A fresh probe over ``adapter_names`` of ``model`` (empty: the backbone alone); ``seed`` fixes its init."""
+    """A fresh probe over ``adapter_names`` of ``model`` (empty: the backbone alone); ``seed`` fixes its init.
+
+    Every variant starts as the backbone's probe: the head is drawn first from ``seed`` (the same draw whatever
+    adapters the probe reads) and a ``concat`` fusion starts as the identity on the backbone
+    (:meth:`kadapter.fusion.Fusion.init_identity`), so at step 0 the probes of all variants with one seed give
+    identical outputs, as the causal recipe's zero-initialised residual fusion does; training moves them apart.
+    """
     unknown = [n for n in adapter_names if n not in model.adapters]
     if unknown:
         raise ValueError(f"model has no adapter(s) {unknown}; it has {model.adapter_names}")
@@ -383,10 +389,10 @@ def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed
         layer_norm_eps = getattr(model.backbone.config, "layer_norm_eps", 1e-12)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fusion_module = Fusion(FusionConfig(fusion, list(adapter_names)), model.hidden_size)
         if head is None:
             head = MaskedLMProbeHead(model.hidden_size, model.backbone.get_input_embeddings(), hidden_act,
                                      layer_norm_eps)
+        fusion_module = Fusion(FusionConfig(fusion, list(adapter_names)), model.hidden_size).init_identity()
     probe = MaskedLMProbe(adapter_names, fusion_module, head, model.identity, {"seed": seed, **(recipe or {})})
     probe.adapter_identities = adapter_identities(model, adapter_names)  # saved with it, checked on loading
     return probe.to(next(model.backbone.parameters()).device)

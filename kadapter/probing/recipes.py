@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..model import KAdapterModel
-from . import causal, masked
+from . import causal, masked, positive_control_data
 from .features import MaskedFeatures
 from .vocabulary import CandidateVocabulary
 
@@ -50,6 +50,26 @@ class MaskedRecipe:
     def lama_probe(self, model: KAdapterModel, probes: Mapping, facts: Sequence[dict], *, cache_root=None, **kw):
         return masked.lama_probe(model, probes, facts, cache_root=cache_root, **kw)
 
+    # the positive control (kadapter.probing.positive_control): the backbone's own objective, masked LM
+    objective_description = ("masked LM: the object of each fact statement masked (and 15% of the general "
+                             "sentences' tokens, BERT 80/10/10), a BERT-style MLM head tied to the frozen embeddings "
+                             "over the concat fusion")
+
+    def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
+        from .vocabulary import select_facts
+
+        return select_facts(facts, model.tokenizer, candidates)
+
+    def statement_set(self, model: KAdapterModel, facts: Sequence[dict], texts: Sequence[str], **kw):
+        return positive_control_data.masked_statement_set(model, facts, texts, **kw)
+
+    def objective_head(self, model: KAdapterModel, names: Sequence[str], labels, candidates, *, seed: int = 0):
+        return masked.build_probe(model, names, seed=seed, fusion="concat")
+
+    def prompt_features(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary, *,
+                        taps: Sequence[int], cache_root=None):
+        return positive_control_data.masked_prompt_features(model, facts, candidates, taps=taps)
+
 
 class CausalRecipe:
     kind = "causal"
@@ -78,6 +98,31 @@ class CausalRecipe:
 
     def lama_probe(self, model: KAdapterModel, probes: Mapping, facts: Sequence[dict], *, cache_root=None, **kw):
         return causal.causal_lama_probe(model, probes, facts, states_root=cache_root, **kw)
+
+    # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
+    objective_description = ("next token: every position of <bos> + each fact's prefix (the last one predicts the "
+                             "object), and of the general sentences, through the model's own tied LM head over the residual fusion "
+                             "(softmax over the training targets)")
+
+    def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
+        from .vocabulary import select_facts
+
+        prompts, prompt_report = causal.prefix_facts(facts)
+        kept, selection = select_facts(prompts, model.tokenizer, candidates)
+        return kept, {**selection, "prompt": prompt_report}
+
+    def statement_set(self, model: KAdapterModel, facts: Sequence[dict], texts: Sequence[str], **kw):
+        return positive_control_data.causal_statement_set(model, facts, texts, **kw)
+
+    def objective_head(self, model: KAdapterModel, names: Sequence[str], labels, candidates, *, seed: int = 0):
+        # the softmax over the training targets only (the objects are among them): on Gemma the ~20k ranking
+        # candidates would make every step ~5x dearer, and the control only has to prefer its objects
+        return causal.build_causal_probe(model, names, seed=seed, loss_token_ids=sorted(set(labels)))
+
+    def prompt_features(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary, *,
+                        taps: Sequence[int], cache_root=None):
+        return positive_control_data.causal_prompt_features(model, facts, candidates, taps=taps,
+                                                            cache_root=cache_root)
 
 
 def probe_recipe(model: KAdapterModel) -> MaskedRecipe | CausalRecipe:

@@ -119,10 +119,44 @@ def add_control_adapter(model: KAdapterModel, name: str, seed: int = 0) -> str:
     return twin
 
 
+def add_norm_matched_adapter(model: KAdapterModel, name: str, seed: int = 0) -> str:
+    """Attach the capacity control that has capacity: a random adapter of ``name``'s architecture whose every tensor
+    has the trained tensor's norm (:func:`kadapter.diagnostics.norm_matched_twin`). Returns its name
+    (``name + NORM_MATCHED_SUFFIX``)."""
+    from ..diagnostics import NORM_MATCHED_SUFFIX, norm_matched_twin
+
+    twin = name + NORM_MATCHED_SUFFIX
+    model.add_adapter(twin, norm_matched_twin(model.adapters[name], seed=seed))
+    return twin
+
+
+NORM_MATCHED_ROW = " (norm-matched random)"
+
+
+def add_norm_matched_rows(model: KAdapterModel, variants: Mapping[str, Sequence[str]], seed: int = 0
+                          ) -> dict[str, list[str]]:
+    """``variants`` plus, for every knowledge row ("+X", not a control "+X (…)"), its norm-matched random twin row
+    ("+X (norm-matched random)"), attaching the twin of every adapter those rows read (once each)."""
+    from ..diagnostics import NORM_MATCHED_SUFFIX
+
+    out = {k: list(v) for k, v in variants.items()}
+    for variant, names in variants.items():
+        if not variant.startswith("+") or " (" in variant or not names:
+            continue
+        for name in names:
+            if name + NORM_MATCHED_SUFFIX not in model.adapters:
+                add_norm_matched_adapter(model, name, seed=seed)
+        out[variant + NORM_MATCHED_ROW] = [n + NORM_MATCHED_SUFFIX for n in names]
+    return out
+
+
 def probe_variants(adapter_names: Sequence[str], combinations: Sequence[Sequence[str]] | None = None,
-                   controls: bool = True) -> dict[str, list[str]]:
+                   controls: bool = True, norm_matched: bool = False) -> dict[str, list[str]]:
     """Display name -> adapters read, for the backbone alone, each combination and (with ``controls``) each
-    combination's "w/o knowledge" twin. Default combinations: every single adapter, then all together."""
+    combination's "w/o knowledge" twin (the init draw) and (with ``norm_matched``) its norm-matched random twin
+    (:func:`add_norm_matched_adapter`). Default combinations: every single adapter, then all together."""
+    from ..diagnostics import NORM_MATCHED_SUFFIX
+
     if combinations is None:
         combinations = [[n] for n in adapter_names] + ([list(adapter_names)] if len(adapter_names) > 1 else [])
     variants = {"backbone": []}
@@ -131,6 +165,9 @@ def probe_variants(adapter_names: Sequence[str], combinations: Sequence[Sequence
     if controls:
         for combo in combinations:
             variants["+" + "+".join(combo) + " (w/o knowledge)"] = [n + CONTROL_SUFFIX for n in combo]
+    if norm_matched:
+        for combo in combinations:
+            variants["+" + "+".join(combo) + NORM_MATCHED_ROW] = [n + NORM_MATCHED_SUFFIX for n in combo]
     return variants
 
 
