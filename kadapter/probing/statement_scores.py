@@ -1,0 +1,263 @@
+"""Log-likelihood of whole statements, as lm-pub-quiz 0.3.3 scores them, for every head of a probe set at once.
+
+What is scored (read from lm-pub-quiz's ``CausalLMEvaluator``/``MaskedLMEvaluator``, ``reduction="sum"``):
+
+- **Causal LM**: the statement is tokenized with special tokens and a ``<bos>`` first (added by hand when the
+  tokenizer does not add it); the score is the sum of ``log p(token_t | tokens_<t)`` over every *non-special*
+  token t >= 1 — template, subject and answer alike (``conditional_score=False``), never ``<bos>``, padding or an
+  ``</s>`` the tokenizer appends.
+- **Masked LM** (pseudo-log-likelihood, ``within_word_l2r``): one copy of the statement per non-special token t,
+  with t and the following tokens of the same word masked; the score is the sum over t of ``log p(token_t)`` at
+  the masked position.
+
+Where the kit is faster, with the same numbers:
+
+- causal: the statements of one instance share their first tokens (``<bos>``, subject, template up to the answer).
+  The prefix runs once (its KV cache kept) and its tokens' log-probabilities are summed once; then only the
+  continuations (answer and the rest of the template) run, batched, on copies of the cache, right-padded (a causal
+  model's real tokens never see the padding after them). The backbone runs once for all heads.
+- masked: every masked copy of every statement of a relation is batched by length (lm-pub-quiz pads and batches
+  per instance); the backbone runs once for all heads.
+
+A *head* is a probe of :mod:`kadapter.probing`: a :class:`~kadapter.probing.causal.CausalLMProbe` (the model's own
+LM head with a residual fusion; :func:`~kadapter.probing.causal.own_head_probe` is the untouched backbone) or a
+:class:`~kadapter.probing.masked.MaskedLMProbe` (an MLM head over the fusion). Each head reads the backbone's final
+state and its adapters' outputs at the predicting positions, and its log-softmax runs over the full vocabulary.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from ..model import KAdapterModel
+from .features import BACKBONE_SOURCE
+
+LOGIT_CHUNK = 128  # positions per full-vocabulary log-softmax (262k-wide on Gemma: 128 MB of float32 per chunk)
+
+
+@dataclass
+class Encoded:
+    """One statement's token ids and which tokens are scored (lm-pub-quiz's scoring mask)."""
+
+    ids: list[int]
+    scored: list[bool]
+    word_ids: list[int | None] | None = None  # masked LMs: the word each token belongs to
+
+
+# =====================================================================================================================
+# Tokenization, as lm-pub-quiz
+# =====================================================================================================================
+@contextmanager
+def _bos_added(tokenizer):
+    """lm-pub-quiz's ``add_bos_token`` context: ask the tokenizer to add ``<bos>`` while encoding."""
+    if not hasattr(tokenizer, "add_bos_token"):
+        yield
+        return
+    before = tokenizer.add_bos_token
+    try:
+        tokenizer.add_bos_token = True
+    except (AttributeError, ValueError):  # a tokenizer that does not allow it keeps its own behaviour
+        yield
+        return
+    try:
+        yield
+    finally:
+        tokenizer.add_bos_token = before
+
+
+def encode_causal(tokenizer, statements: Sequence[str]) -> list[Encoded]:
+    """Token ids with ``<bos>`` first and the non-special tokens marked as scored (``CausalLMEvaluator.encode``)."""
+    with _bos_added(tokenizer):
+        batch = tokenizer(list(statements), add_special_tokens=True, return_special_tokens_mask=True)
+    out = []
+    bos = tokenizer.bos_token_id
+    for statement, ids, special in zip(statements, batch["input_ids"], batch["special_tokens_mask"]):
+        if bos is not None and (not ids or ids[0] != bos):  # lm-pub-quiz's ensure_bos_token_added
+            enc = tokenizer(tokenizer.bos_token + statement, add_special_tokens=True, return_special_tokens_mask=True)
+            ids, special = enc["input_ids"], list(enc["special_tokens_mask"])
+            special[0] = 1
+        out.append(Encoded(list(ids), [not s for s in special]))
+    return out
+
+
+def encode_masked(tokenizer, statements: Sequence[str]) -> list[Encoded]:
+    """Token ids (with the tokenizer's special tokens), scored = non-special, and each token's word id."""
+    batch = tokenizer(list(statements), return_special_tokens_mask=True)
+    return [Encoded(list(ids), [not s for s in special], batch.word_ids(i))
+            for i, (ids, special) in enumerate(zip(batch["input_ids"], batch["special_tokens_mask"]))]
+
+
+def pll_copies(encoded: Encoded, mask_id: int) -> list[tuple[list[int], int, int]]:
+    """``within_word_l2r``: per scored token t, (ids with t and the rest of its word masked, t, gold id at t)."""
+    positions = [t for t, s in enumerate(encoded.scored) if s]
+    copies = []
+    for i, t in enumerate(positions):
+        ids = list(encoded.ids)
+        ids[t] = mask_id
+        word = encoded.word_ids[t]
+        if word is not None:
+            for right in positions[i + 1:]:
+                if encoded.word_ids[right] != word:
+                    break  # as lm-pub-quiz: words are contiguous, the first other word ends the masking
+                ids[right] = mask_id
+        copies.append((ids, t, encoded.ids[t]))
+    return copies
+
+
+# =====================================================================================================================
+# Heads: log p(label) at chosen positions of a batch of states
+# =====================================================================================================================
+class HeadReader:
+    """The log-probabilities every head gives at some positions of one batch of backbone states.
+
+    ``final``: (batch, seq, hidden) the backbone's last state; ``taps``: hidden-state index -> (batch, seq, hidden);
+    ``mask``: (batch, seq). Each adapter runs once per batch, whichever heads read it."""
+
+    def __init__(self, model: KAdapterModel, final: torch.Tensor, taps: Mapping[int, torch.Tensor],
+                 mask: torch.Tensor):
+        self.model, self.final, self.taps, self.mask = model, final, taps, mask
+        self._adapter_out: dict[str, torch.Tensor] = {}
+
+    def adapter_output(self, name: str) -> torch.Tensor:
+        if name not in self._adapter_out:
+            adapter = self.model.adapters[name]
+            was_training = adapter.training
+            adapter.eval()
+            self._adapter_out[name] = adapter(self.taps, self.mask).float()
+            adapter.train(was_training)
+        return self._adapter_out[name]
+
+    @torch.no_grad()
+    def log_probs(self, head, rows: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(n,) log p(labels) under ``head`` at positions (rows, cols), full-vocabulary softmax."""
+        head.eval()
+        out = []
+        for s in range(0, len(rows), LOGIT_CHUNK):
+            r, c = rows[s:s + LOGIT_CHUNK], cols[s:s + LOGIT_CHUNK]
+            sources = {BACKBONE_SOURCE: self.final[r, c]}
+            sources.update({n: self.adapter_output(n)[r, c] for n in head.adapter_names})
+            logits = head(head.inputs(sources)).logits.float()
+            lab = labels[s:s + LOGIT_CHUNK].to(logits.device)
+            out.append(torch.log_softmax(logits, -1).gather(-1, lab[:, None])[:, 0].cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def _needed_taps(model: KAdapterModel, heads: Mapping[str, object]) -> list[int]:
+    return sorted({t for h in heads.values() for n in h.adapter_names for t in model.adapters[n].tap_layers})
+
+
+def _device(model: KAdapterModel) -> torch.device:
+    return next(model.backbone.parameters()).device
+
+
+# =====================================================================================================================
+# Causal LMs: shared prefix once, continuations batched on copies of its KV cache
+# =====================================================================================================================
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, leaving at least one token of each to continue (and >= 1: ``<bos>``)."""
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return max(n, 1)
+
+
+def _run_core(model: KAdapterModel, ids: torch.Tensor, positions: torch.Tensor, taps: Sequence[int], cache=None,
+              mask: torch.Tensor | None = None):
+    core = model.kind.core(model.backbone)
+    out = core(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache, use_cache=True,
+               output_hidden_states=bool(taps))
+    final = out.last_hidden_state.float()
+    return final, {t: out.hidden_states[t].float() for t in taps}, out.past_key_values
+
+
+@torch.inference_mode()
+def causal_group_scores(model: KAdapterModel, heads: Mapping[str, object], encoded: Sequence[Encoded],
+                        batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Summed log-likelihood of each statement of one instance (statements sharing a prefix), per head."""
+    device, taps = _device(model), _needed_taps(model, heads)
+    P = common_prefix_length([e.ids for e in encoded])
+    prefix = torch.tensor([encoded[0].ids[:P]], device=device)
+    p_final, p_taps, cache = _run_core(model, prefix, torch.arange(P, device=device)[None], taps)
+    # The prefix's own tokens 1..P-1, predicted at positions 0..P-2: the same for every statement.
+    shared_scored = torch.tensor(encoded[0].scored[1:P], dtype=torch.bool)
+    base = {}
+    if P > 1:
+        reader = HeadReader(model, p_final, p_taps, torch.ones(1, P, dtype=torch.long, device=device))
+        rows, cols = torch.zeros(P - 1, dtype=torch.long), torch.arange(P - 1)
+        labels = prefix[0, 1:P].cpu()
+        base = {name: float(reader.log_probs(h, rows, cols, labels)[shared_scored].double().sum())
+                for name, h in heads.items()}
+    scores = {name: torch.zeros(len(encoded), dtype=torch.float64) for name in heads}
+    order = sorted(range(len(encoded)), key=lambda j: len(encoded[j].ids))  # similar lengths together
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        conts = [encoded[j].ids[P:] for j in chunk]
+        width = max(len(c) for c in conts)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        real = torch.zeros(len(chunk), P + width, dtype=torch.long)
+        real[:, :P] = 1
+        for i, c in enumerate(conts):
+            ids[i, :len(c)] = torch.tensor(c)
+            real[i, P:P + len(c)] = 1
+        batch_cache = copy.deepcopy(cache)
+        batch_cache.batch_repeat_interleave(len(chunk))
+        positions = (P + torch.arange(width, device=device))[None].expand(len(chunk), -1)
+        # right padding: no real token attends to the padding after it, so the mask is all ones
+        c_final, c_taps, _ = _run_core(model, ids.to(device), positions, taps, batch_cache,
+                                       torch.ones(len(chunk), P + width, dtype=torch.long, device=device))
+        final = torch.cat([p_final.expand(len(chunk), -1, -1), c_final], dim=1)
+        full_taps = {t: torch.cat([p_taps[t].expand(len(chunk), -1, -1), c_taps[t]], dim=1) for t in taps}
+        reader = HeadReader(model, final, full_taps, real.to(device))
+        # statement i: positions P-1 .. len-2 predict its tokens P .. len-1 (those that are scored)
+        rows, cols, labels, owner = [], [], [], []
+        for i, j in enumerate(chunk):
+            for t in range(P, len(encoded[j].ids)):
+                if encoded[j].scored[t]:
+                    rows.append(i), cols.append(t - 1), labels.append(encoded[j].ids[t]), owner.append(j)
+        rows_t, cols_t, labels_t = (torch.tensor(x, dtype=torch.long) for x in (rows, cols, labels))
+        owner_t = torch.tensor(owner, dtype=torch.long)
+        for name, head in heads.items():
+            lp = reader.log_probs(head, rows_t, cols_t, labels_t).double()
+            scores[name].index_add_(0, owner_t, lp)
+    for name in heads:
+        scores[name] += base.get(name, 0.0)
+    return scores
+
+
+# =====================================================================================================================
+# Masked LMs: pseudo-log-likelihood, every masked copy of a relation batched by length
+# =====================================================================================================================
+@torch.inference_mode()
+def masked_scores(model: KAdapterModel, heads: Mapping[str, object], encoded: Sequence[Encoded],
+                  batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """Pseudo-log-likelihood (``within_word_l2r``) of each statement, per head."""
+    tokenizer = model.tokenizer
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{model.identity.name_or_path}: the tokenizer has no mask token; a masked LM needs one")
+    device, taps = _device(model), _needed_taps(model, heads)
+    copies = [(ids, t, gold, j) for j, e in enumerate(encoded) for ids, t, gold in pll_copies(e, tokenizer.mask_token_id)]
+    scores = {name: torch.zeros(len(encoded), dtype=torch.float64) for name in heads}
+    order = sorted(range(len(copies)), key=lambda k: len(copies[k][0]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        chunk = [copies[k] for k in order[start:start + batch_size]]
+        width = max(len(c[0]) for c in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for i, (seq, _, _, _) in enumerate(chunk):
+            ids[i, :len(seq)] = torch.tensor(seq)
+            mask[i, :len(seq)] = 1
+        hidden, last = model.kind.run(model.backbone, ids.to(device), mask.to(device))
+        reader = HeadReader(model, last.float(), {t: hidden[t].float() for t in taps}, mask.to(device))
+        rows = torch.arange(len(chunk))
+        cols = torch.tensor([c[1] for c in chunk])
+        labels = torch.tensor([c[2] for c in chunk])
+        owner = torch.tensor([c[3] for c in chunk])
+        for name, head in heads.items():
+            scores[name].index_add_(0, owner, reader.log_probs(head, rows, cols, labels).double())
+    return scores
