@@ -166,8 +166,8 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return max(n, 1)
 
 
-def _run_core(model: KAdapterModel, ids: torch.Tensor, positions: torch.Tensor, taps: Sequence[int], cache=None,
-              mask: torch.Tensor | None = None):
+def _run_core(model: KAdapterModel, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+              taps: Sequence[int], cache=None):
     core = model.kind.core(model.backbone)
     out = core(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache, use_cache=True,
                output_hidden_states=bool(taps))
@@ -175,58 +175,138 @@ def _run_core(model: KAdapterModel, ids: torch.Tensor, positions: torch.Tensor, 
     return final, {t: out.hidden_states[t].float() for t in taps}, out.past_key_values
 
 
+def _passes(groups: Sequence[Sequence[Encoded]], batch_size: int) -> list[list[tuple[int, list[int]]]]:
+    """Passes of (group, statement indices) with at most ``batch_size`` statements each (a larger group is cut)."""
+    passes, current, rows = [], [], 0
+    for g, group in enumerate(groups):
+        order = sorted(range(len(group)), key=lambda j: len(group[j].ids))  # similar lengths together
+        for start in range(0, len(order), batch_size):
+            part = order[start:start + batch_size]
+            if current and rows + len(part) > batch_size:
+                passes.append(current)
+                current, rows = [], 0
+            current.append((g, part))
+            rows += len(part)
+    return passes + ([current] if current else [])
+
+
 @torch.inference_mode()
-def causal_group_scores(model: KAdapterModel, heads: Mapping[str, object], encoded: Sequence[Encoded],
-                        batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Summed log-likelihood of each statement of one instance (statements sharing a prefix), per head."""
+def causal_scores(model: KAdapterModel, heads: Mapping[str, object], groups: Sequence[Sequence[Encoded]],
+                  batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    """Summed log-likelihood of every statement, per group (the statements of one instance share a prefix) and head.
+
+    Per pass: the prefixes of its groups run once, left-padded with position ids counted over real tokens, their
+    KV cache kept; then every statement's continuation runs on its group's row of that cache (``col(t) = Pmax -
+    P_g + t`` for token t of a group with prefix length P_g), right-padded. On a CPU a pass costs about as much
+    for 30 tokens as for 300 (the weights are streamed either way), so passes are filled with whole groups."""
     device, taps = _device(model), _needed_taps(model, heads)
-    P = common_prefix_length([e.ids for e in encoded])
-    prefix = torch.tensor([encoded[0].ids[:P]], device=device)
-    p_final, p_taps, cache = _run_core(model, prefix, torch.arange(P, device=device)[None], taps)
-    # The prefix's own tokens 1..P-1, predicted at positions 0..P-2: the same for every statement.
-    shared_scored = torch.tensor(encoded[0].scored[1:P], dtype=torch.bool)
-    base = {}
-    if P > 1:
-        reader = HeadReader(model, p_final, p_taps, torch.ones(1, P, dtype=torch.long, device=device))
-        rows, cols = torch.zeros(P - 1, dtype=torch.long), torch.arange(P - 1)
-        labels = prefix[0, 1:P].cpu()
-        base = {name: float(reader.log_probs(h, rows, cols, labels)[shared_scored].double().sum())
-                for name, h in heads.items()}
-    scores = {name: torch.zeros(len(encoded), dtype=torch.float64) for name in heads}
-    order = sorted(range(len(encoded)), key=lambda j: len(encoded[j].ids))  # similar lengths together
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        conts = [encoded[j].ids[P:] for j in chunk]
-        width = max(len(c) for c in conts)
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        real = torch.zeros(len(chunk), P + width, dtype=torch.long)
-        real[:, :P] = 1
-        for i, c in enumerate(conts):
-            ids[i, :len(c)] = torch.tensor(c)
-            real[i, P:P + len(c)] = 1
-        batch_cache = copy.deepcopy(cache)
-        batch_cache.batch_repeat_interleave(len(chunk))
-        positions = (P + torch.arange(width, device=device))[None].expand(len(chunk), -1)
-        # right padding: no real token attends to the padding after it, so the mask is all ones
-        c_final, c_taps, _ = _run_core(model, ids.to(device), positions, taps, batch_cache,
-                                       torch.ones(len(chunk), P + width, dtype=torch.long, device=device))
-        final = torch.cat([p_final.expand(len(chunk), -1, -1), c_final], dim=1)
-        full_taps = {t: torch.cat([p_taps[t].expand(len(chunk), -1, -1), c_taps[t]], dim=1) for t in taps}
-        reader = HeadReader(model, final, full_taps, real.to(device))
-        # statement i: positions P-1 .. len-2 predict its tokens P .. len-1 (those that are scored)
-        rows, cols, labels, owner = [], [], [], []
-        for i, j in enumerate(chunk):
-            for t in range(P, len(encoded[j].ids)):
-                if encoded[j].scored[t]:
-                    rows.append(i), cols.append(t - 1), labels.append(encoded[j].ids[t]), owner.append(j)
-        rows_t, cols_t, labels_t = (torch.tensor(x, dtype=torch.long) for x in (rows, cols, labels))
-        owner_t = torch.tensor(owner, dtype=torch.long)
-        for name, head in heads.items():
-            lp = reader.log_probs(head, rows_t, cols_t, labels_t).double()
-            scores[name].index_add_(0, owner_t, lp)
-    for name in heads:
-        scores[name] += base.get(name, 0.0)
-    return scores
+    prefix_len = [common_prefix_length([e.ids for e in group]) for group in groups]
+    out = [{name: torch.zeros(len(group), dtype=torch.float64) for name in heads} for group in groups]
+    prefix_done: set[int] = set()
+    for chunk in _passes(groups, batch_size):
+        members = sorted({g for g, _ in chunk})
+        row_of = {g: i for i, g in enumerate(members)}
+        p_max = max(prefix_len[g] for g in members)
+        p_ids = torch.zeros(len(members), p_max, dtype=torch.long)
+        p_mask = torch.zeros(len(members), p_max, dtype=torch.long)
+        for i, g in enumerate(members):
+            p_ids[i, p_max - prefix_len[g]:] = torch.tensor(groups[g][0].ids[:prefix_len[g]])
+            p_mask[i, p_max - prefix_len[g]:] = 1
+        positions = model.kind.position_ids(p_mask)
+        p_final, p_taps, cache = _run_core(model, p_ids.to(device), positions.to(device), p_mask.to(device), taps)
+        todo = [g for g in members if g not in prefix_done]  # a group cut over passes counts its prefix once
+        _add_prefix_scores(model, heads, groups, prefix_len, todo, row_of, p_max, (p_final, p_taps, p_mask), out)
+        prefix_done.update(todo)
+        _add_continuation_scores(model, heads, groups, prefix_len, chunk, row_of, p_max, (p_final, p_taps, p_mask),
+                                 cache, out)
+    return out
+
+
+def _read(model, heads, reader: HeadReader, rows, cols, labels, owners, n_owners: int) -> dict[str, torch.Tensor]:
+    """Per head, the log-probabilities at (rows, cols) summed per owner."""
+    index = [torch.tensor(x, dtype=torch.long) for x in (rows, cols, labels, owners)]
+    sums = {}
+    for name, head in heads.items():
+        lp = reader.log_probs(head, *index[:3]).double()
+        sums[name] = torch.zeros(n_owners, dtype=torch.float64).index_add_(0, index[3], lp)
+    return sums
+
+
+def _right_aligned_reader(model, final: torch.Tensor, taps: Mapping[int, torch.Tensor] | None,
+                          shifts: torch.Tensor, lengths: torch.Tensor) -> HeadReader:
+    """States moved left by ``shifts`` per row, so token t of every row sits at column t (right padding, the layout
+    under which causal adapters are exact: a left-padding query sees no key at all), and the reader over them."""
+    width = int(lengths.max())
+    device = final.device
+    columns = (torch.arange(width)[None] + shifts[:, None]).clamp(max=final.shape[1] - 1).to(device)
+
+    def align(x: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, columns[:, :, None].expand(-1, -1, x.shape[-1]))
+
+    mask = (torch.arange(width)[None] < lengths[:, None]).long().to(device)
+    return HeadReader(model, align(final), {t: align(h) for t, h in (taps or {}).items()}, mask)
+
+
+def _add_prefix_scores(model, heads, groups, prefix_len, todo, row_of, p_max, prefix_states, out) -> None:
+    """Each group's prefix tokens 1..P-1 (predicted at the positions before them): the same for all its statements."""
+    if not todo:
+        return
+    final, taps, _ = prefix_states
+    lengths = torch.tensor([prefix_len[g] for g in todo])
+    index = torch.tensor([row_of[g] for g in todo], device=final.device)
+    reader = _right_aligned_reader(model, final[index], taps and {t: h[index] for t, h in taps.items()},
+                                   p_max - lengths, lengths)
+    rows, cols, labels, owners = [], [], [], []
+    for k, g in enumerate(todo):
+        encoded, P = groups[g][0], prefix_len[g]
+        for t in range(1, P):  # token t at column t, predicted one column before
+            if encoded.scored[t]:
+                rows.append(k), cols.append(t - 1), labels.append(encoded.ids[t]), owners.append(k)
+    if not rows:
+        return
+    sums = _read(model, heads, reader, rows, cols, labels, owners, len(todo))
+    for k, g in enumerate(todo):
+        for name in heads:
+            out[g][name] += sums[name][k]
+
+
+def _add_continuation_scores(model, heads, groups, prefix_len, chunk, row_of, p_max, prefix_states, cache,
+                             out) -> None:
+    """Every statement's tokens after its group's prefix, on its group's row of the prefix cache."""
+    p_final, p_taps, p_mask = prefix_states
+    device = p_final.device
+    spec = [(g, j) for g, part in chunk for j in part]
+    conts = [groups[g][j].ids[prefix_len[g]:] for g, j in spec]
+    width = max(len(c) for c in conts)
+    ids = torch.zeros(len(spec), width, dtype=torch.long)
+    real = torch.zeros(len(spec), width, dtype=torch.long)
+    for r, c in enumerate(conts):
+        ids[r, :len(c)], real[r, :len(c)] = torch.tensor(c), 1
+    index = torch.tensor([row_of[g] for g, _ in spec])
+    row_cache = copy.deepcopy(cache)
+    row_cache.batch_select_indices(index.to(device))
+    positions = torch.tensor([prefix_len[g] for g, _ in spec])[:, None] + torch.arange(width)[None]
+    prefix_mask = p_mask[index]
+    # right padding: no real token attends to the padding after it, so the continuation part of the mask is ones
+    backbone_mask = torch.cat([prefix_mask, torch.ones(len(spec), width, dtype=torch.long)], dim=1)
+    final, taps, _ = _run_core(model, ids.to(device), positions.to(device), backbone_mask.to(device),
+                               sorted(p_taps), row_cache)
+    index_d = index.to(device)
+    final = torch.cat([p_final[index_d], final], dim=1)
+    taps = {t: torch.cat([p_taps[t][index_d], taps[t]], dim=1) for t in taps}
+    prefix_lengths = torch.tensor([prefix_len[g] for g, _ in spec])
+    reader = _right_aligned_reader(model, final, taps, p_max - prefix_lengths,
+                                   torch.tensor([len(groups[g][j].ids) for g, j in spec]))
+    rows, cols, labels, owners = [], [], [], []
+    for r, (g, j) in enumerate(spec):
+        encoded = groups[g][j]
+        for t in range(prefix_len[g], len(encoded.ids)):  # token t at column t, predicted one column before
+            if encoded.scored[t]:
+                rows.append(r), cols.append(t - 1), labels.append(encoded.ids[t]), owners.append(r)
+    sums = _read(model, heads, reader, rows, cols, labels, owners, len(spec))
+    for r, (g, j) in enumerate(spec):
+        for name in heads:
+            out[g][name][j] += sums[name][r]
 
 
 # =====================================================================================================================

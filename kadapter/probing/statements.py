@@ -31,7 +31,7 @@ import torch
 from data_prep.statements import StatementRelation, check_template, read_statement_dataset
 
 from ..model import KAdapterModel
-from .statement_scores import causal_group_scores, encode_causal, encode_masked, masked_scores
+from .statement_scores import causal_scores, encode_causal, encode_masked, masked_scores
 
 try:
     from ..progress import progress_bar
@@ -65,19 +65,19 @@ def reference_heads(model: KAdapterModel) -> dict[str, torch.nn.Module]:
 
 
 def score_instances(model: KAdapterModel, heads: Mapping[str, torch.nn.Module], template: str,
-                    subjects: Sequence[str], answers: Sequence[str], batch_size: int = 32
+                    subjects: Sequence[str], answers: Sequence[str], batch_size: int = 64
                     ) -> dict[str, torch.Tensor]:
     """(len(subjects), len(answers)) statement scores per head, for one template and answer space."""
     statements = [[fill_statement(template, s, a) for a in answers] for s in subjects]
     out = {name: torch.zeros(len(subjects), len(answers), dtype=torch.float64) for name in heads}
     if model.kind.causal:  # one prefix per subject: its statements share it
-        for i, group in enumerate(statements):
-            scores = causal_group_scores(model, heads, encode_causal(model.tokenizer, group), batch_size)
+        groups = [encode_causal(model.tokenizer, group) for group in statements]
+        for i, scores in enumerate(causal_scores(model, heads, groups, batch_size)):
             for name in heads:
                 out[name][i] = scores[name]
     else:  # masked copies of the whole relation batched together
         flat = [s for group in statements for s in group]
-        scores = masked_scores(model, heads, encode_masked(model.tokenizer, flat), batch_size * 4)
+        scores = masked_scores(model, heads, encode_masked(model.tokenizer, flat), batch_size)
         for name in heads:
             out[name] = scores[name].view(len(subjects), len(answers))
     return out
@@ -90,7 +90,7 @@ def first_argmax(scores: torch.Tensor) -> torch.Tensor:
 
 
 def score_relation(model: KAdapterModel, heads: Mapping[str, torch.nn.Module], relation: StatementRelation,
-                   template_index: int = 0, batch_size: int = 32) -> dict:
+                   template_index: int = 0, batch_size: int = 64) -> dict:
     """Scores, predictions and accuracy of every head on one relation."""
     template = check_template(relation.template(template_index), relation.path, relation.relation,
                               f"templates[{template_index}]")
@@ -110,7 +110,7 @@ def score_relation(model: KAdapterModel, heads: Mapping[str, torch.nn.Module], r
 
 
 def statement_probe(model: KAdapterModel, heads: Mapping[str, torch.nn.Module],
-                    dataset: Mapping[str, StatementRelation], *, template_index: int = 0, batch_size: int = 32,
+                    dataset: Mapping[str, StatementRelation], *, template_index: int = 0, batch_size: int = 64,
                     keep_scores: bool = False) -> dict:
     """Every head on every relation of ``dataset``. Returns the results layout of ``results.json`` (see the module
     doc), with per head ``correct`` (relation -> 0/1 per instance) for paired comparisons, and with
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--relations", nargs="*", default=None)
     parser.add_argument("--max-instances", type=int, default=None, help="first N instances per relation")
     parser.add_argument("--template-index", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64, help="statements (causal) or masked copies per forward pass")
     args = parser.parse_args(argv)
     dataset, report = read_statement_dataset(args.dataset, args.relations, args.max_instances)
     model, heads = load_heads(args.backbone, args.probe_set)
