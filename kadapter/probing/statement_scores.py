@@ -27,6 +27,7 @@ state and its adapters' outputs at the predicting positions, and its log-softmax
 from __future__ import annotations
 
 import copy
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -169,10 +170,13 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
 def _run_core(model: KAdapterModel, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
               taps: Sequence[int], cache=None):
     core = model.kind.core(model.backbone)
-    out = core(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache, use_cache=True,
-               output_hidden_states=bool(taps))
+    # transformers >= 5.2x names the KV cache `cache` (`past_key_values` is deprecated); older ones only know the latter
+    cache_arg = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+    out = core(input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True,
+               output_hidden_states=bool(taps), **({cache_arg: cache} if cache is not None else {}))
     final = out.last_hidden_state.float()
-    return final, {t: out.hidden_states[t].float() for t in taps}, out.past_key_values
+    returned = out.get("cache", out.get("past_key_values"))
+    return final, {t: out.hidden_states[t].float() for t in taps}, returned
 
 
 def _passes(groups: Sequence[Sequence[Encoded]], batch_size: int) -> list[list[tuple[int, list[int]]]]:
@@ -196,9 +200,10 @@ def causal_scores(model: KAdapterModel, heads: Mapping[str, object], groups: Seq
     """Summed log-likelihood of every statement, per group (the statements of one instance share a prefix) and head.
 
     Per pass: the prefixes of its groups run once, left-padded with position ids counted over real tokens, their
-    KV cache kept; then every statement's continuation runs on its group's row of that cache (``col(t) = Pmax -
-    P_g + t`` for token t of a group with prefix length P_g), right-padded. On a CPU a pass costs about as much
-    for 30 tokens as for 300 (the weights are streamed either way), so passes are filled with whole groups."""
+    KV cache kept; then every statement's continuation runs on its group's row of that cache, right-padded, with
+    positions continuing its prefix's. Heads read the states right-aligned (token t at column t). On a CPU a pass
+    costs about as much for 30 tokens as for 300 (the weights are streamed either way), so a pass holds as many
+    whole groups as ``batch_size`` statements allow (a larger group is cut, its prefix counted once)."""
     device, taps = _device(model), _needed_taps(model, heads)
     prefix_len = [common_prefix_length([e.ids for e in group]) for group in groups]
     out = [{name: torch.zeros(len(group), dtype=torch.float64) for name in heads} for group in groups]
