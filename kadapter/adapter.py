@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .config import AdapterConfig, BackboneIdentity, write_json
 from .safe_files import DamagedFileError, load_safetensors, read_json
 

@@ -43,7 +43,8 @@ def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | No
                   **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
     """Load a backbone and its tokenizer by hub name, local path or alias (``"gemma-3-270m"``; default: MiniLM).
 
-    An encoder loads with ``AutoModel``, a causal LM with ``AutoModelForCausalLM`` (its LM head kept for probing);
+    An encoder loads with ``AutoModel``, a causal LM with ``AutoModelForCausalLM`` (its LM head kept for probing),
+    the tokenizer padding on the kind's side;
     ``kind`` ("encoder" / "causal_lm") overrides what the checkpoint's config says (``kadapter.backbone_kind``).
     """
     from .aliases import resolve_backbone
@@ -51,9 +52,13 @@ def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | No
     name_or_path = resolve_backbone(name_or_path) or default_backbone_path()
     try:
         kind = kind_of_path(name_or_path) if kind is None else kind_of(None, kind)
-        return kind.load(name_or_path, **kwargs)
+        model, info = kind.auto_class().from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as err:  # the hub's message rarely says which model it could not get
         raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err
+    # tensors drawn at random at load (hub RoBERTa has no pooler) are no part of the weights fingerprint
+    record_newly_initialized(model, info.get("missing_keys", ()))
+    return model, kind.prepare_tokenizer(tokenizer)
 
 
 def record_newly_initialized(model: nn.Module, missing_keys) -> nn.Module:

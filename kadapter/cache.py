@@ -261,7 +261,9 @@ class FeatureCache:
             hidden_states, last = (kind or kind_of(model)).run(model, **batch)
             states = {**{names[t]: hidden_states[t] for t in names}, "last": last}
             for name, tensor in states.items():
-                tensor = tensor.to(torch.bfloat16).view(torch.int16) if storage is np.uint16 else tensor
+                # numpy has no bfloat16: bf16 storage keeps the raw bits; otherwise go through float32, which
+                # holds any backbone dtype exactly (a bf16 backbone's states cannot call .numpy() themselves)
+                tensor = tensor.to(torch.bfloat16).view(torch.int16) if storage is np.uint16 else tensor.float()
                 values = tensor.cpu().numpy()
                 if storage is not np.uint16:
                     values = values.astype(storage, copy=False)

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
-from . import __version__
+from .version import __version__
 from .adapter import KnowledgeAdapter, load_state_strict
 from .backbone import BackboneFeatures, backbone_identity, extract_features, freeze, load_backbone
 from .backbone_kind import BackboneKind, kind_for_model_type, kind_of
