@@ -158,12 +158,15 @@ def accuracy_by_type(results: Mapping) -> list[dict]:
 
 
 def rank_answers(model: KAdapterModel, heads: Mapping[str, torch.nn.Module], template: str, subject: str,
-                 answers: Sequence[str]):
-    """The demo's question: every head's ranking of ``answers`` for ``template`` ([X], [Y]) and ``subject``, as a
-    DataFrame (answer, statement, then per head its score and rank; sorted by the first head)."""
+                 answers: Sequence[str] | str):
+    """The demo's question: every head's ranking of ``answers`` (a list, or one comma-separated string) for
+    ``template`` ([X], [Y]) and ``subject``, as a DataFrame (answer, statement, then per head its summed
+    log-likelihood and rank; sorted by the first head)."""
     import pandas as pd
 
     template = check_template(template, "<demo>", "typed template", "template")
+    if isinstance(answers, str):
+        answers = answers.split(",")
     answers = [a.strip() for a in answers if a.strip()]
     if not answers:
         raise ValueError("give at least one answer to rank")
