@@ -92,7 +92,11 @@ PROFILES: dict[str, dict[str, dict]] = {
             "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
             "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
             "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
-            "probe_batch_size": 64, "device": "cpu"},
+            "probe_batch_size": 64,
+            # statement ranking on all 41 T-REx relations, capped to fit the profile (about 2,000 statements x 4
+            # heads); statement_instances/statement_answers None give the full size
+            "statement_ranking": True, "statement_relations": None, "statement_instances": 5,
+            "statement_answers": 10, "statement_batch_size": 64, "device": "cpu"},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
                             "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
                                         "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},
