@@ -261,15 +261,12 @@ def _add_prefix_scores(model, heads, groups, prefix_len, todo, row_of, p_max, pr
     index = torch.tensor([row_of[g] for g in todo], device=final.device)
     reader = _right_aligned_reader(model, final[index], taps and {t: h[index] for t, h in taps.items()},
                                    p_max - lengths, lengths)
-    rows, cols, labels, owners = [], [], [], []
-    for k, g in enumerate(todo):
-        encoded, P = groups[g][0], prefix_len[g]
-        for t in range(1, P):  # token t at column t, predicted one column before
-            if encoded.scored[t]:
-                rows.append(k), cols.append(t - 1), labels.append(encoded.ids[t]), owners.append(k)
-    if not rows:
+    # (row, column, label, owner): token t at column t, predicted one column before
+    wanted = [(k, t - 1, groups[g][0].ids[t], k) for k, g in enumerate(todo)
+              for t in range(1, prefix_len[g]) if groups[g][0].scored[t]]
+    if not wanted:
         return
-    sums = _read(model, heads, reader, rows, cols, labels, owners, len(todo))
+    sums = _read(model, heads, reader, *zip(*wanted), n_owners=len(todo))
     for k, g in enumerate(todo):
         for name in heads:
             out[g][name] += sums[name][k]
@@ -302,13 +299,9 @@ def _add_continuation_scores(model, heads, groups, prefix_len, chunk, row_of, p_
     prefix_lengths = torch.tensor([prefix_len[g] for g, _ in spec])
     reader = _right_aligned_reader(model, final, taps, p_max - prefix_lengths,
                                    torch.tensor([len(groups[g][j].ids) for g, j in spec]))
-    rows, cols, labels, owners = [], [], [], []
-    for r, (g, j) in enumerate(spec):
-        encoded = groups[g][j]
-        for t in range(prefix_len[g], len(encoded.ids)):  # token t at column t, predicted one column before
-            if encoded.scored[t]:
-                rows.append(r), cols.append(t - 1), labels.append(encoded.ids[t]), owners.append(r)
-    sums = _read(model, heads, reader, rows, cols, labels, owners, len(spec))
+    wanted = [(r, t - 1, groups[g][j].ids[t], r) for r, (g, j) in enumerate(spec)
+              for t in range(prefix_len[g], len(groups[g][j].ids)) if groups[g][j].scored[t]]
+    sums = _read(model, heads, reader, *zip(*wanted), n_owners=len(spec))
     for r, (g, j) in enumerate(spec):
         for name in heads:
             out[g][name][j] += sums[name][r]
