@@ -126,7 +126,11 @@ PROFILES: dict[str, dict[str, dict]] = {
             # the positive control on the probed facts' own prompts (their states are the LAMA probe's, cached once);
             # its own twins are left out to keep the profile's time (the factual adapter keeps both of its twins)
             "positive_control": True, "positive_control_epochs": 10, "positive_control_learning_rate": 1e-2,
-            "positive_control_twins": False},
+            "positive_control_twins": False,
+            # statement ranking on all 41 T-REx relations, capped to fit the profile (about 2,000 statements x 4
+            # heads); statement_instances/statement_answers None give the full size
+            "statement_ranking": True, "statement_relations": None, "statement_instances": 5,
+            "statement_answers": 10, "statement_batch_size": 64},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 10, "device": "cpu",
                             "prompts": ["The capital of France is [MASK].", "Dante was born in [MASK].",
                                         "The official language of Mauritius is [MASK].", "Ravens can [MASK]."]},

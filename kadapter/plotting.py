@@ -321,3 +321,19 @@ def comparison_figure(comparisons, title: str = "paired differences (95% bootstr
     fig.update_layout(title=title, xaxis=dict(title=f"Δ{metric}"), yaxis=dict(autorange="reversed"),
                       height=max(260, 34 * len(comparisons) + 140), margin=dict(l=320))
     return fig
+
+
+def statement_relation_figure(results: dict, title: str = "Statement ranking: accuracy per relation") -> go.Figure:
+    """Per-relation accuracy of every head of :func:`kadapter.probing.statements.statement_probe`'s results, grouped
+    bars, with chance (1 / answer-space size) as markers; relations labelled with their answer-space size."""
+    relations = list(results["chance"])
+    info = results["relations"]
+    labels = [f"{r} ({info[r]['answers']} answers)" for r in relations]
+    fig = go.Figure()
+    for name, entry in results["heads"].items():
+        fig.add_trace(go.Bar(name=name, x=labels, y=[entry["accuracy"][r] for r in relations]))
+    fig.add_trace(go.Scatter(name="chance", x=labels, y=[results["chance"][r] for r in relations], mode="markers",
+                             marker=dict(symbol="line-ew-open", size=14, color="black")))
+    fig.update_layout(title=title, barmode="group", yaxis=dict(title="accuracy", range=[0, 1]),
+                      xaxis=dict(tickangle=-60), height=480, legend=dict(orientation="h", y=1.12))
+    return fig
