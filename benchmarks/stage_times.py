@@ -19,10 +19,13 @@ from kadapter.safe_files import read_json  # noqa: E402
 
 
 def stage_times(run_dir: Path) -> dict:
-    summary = read_json(run_dir / "summary.json", required=("stages",))
-    out = {"run": str(run_dir), "profile": summary.get("profile"),
-           "stages": {name: {"status": s.get("status"), "seconds": s.get("seconds")}
-                      for name, s in summary["stages"].items()}}
+    path = run_dir / "summary.json"
+    if path.is_file():
+        summary = read_json(path, required=("stages",))
+        stages = {name: {"status": s.get("status"), "seconds": s.get("seconds")} for name, s in summary["stages"].items()}
+        out = {"run": str(run_dir), "profile": summary.get("profile"), "stages": stages}
+    else:  # a run still in its first stage: only what its tasks have written so far
+        out = {"run": str(run_dir), "stages": None, "note": "no summary.json yet: no stage of this run has ended"}
     finetuning = run_dir / "03_finetuning"
     tasks = {}
     for path in sorted(finetuning.glob("*/results.json")) if finetuning.is_dir() else ():
