@@ -7,9 +7,9 @@ that arc in the source's scheme (UD relations for CoNLL-U, spaCy's ClearNLP labe
 learned; the labels explain where two schemes disagree (:func:`agreement_by_relation`).
 
 Sub-word labels (:func:`encode_heads`): the model predicts, at the first sub-token of every word, the *sequence
-position* of the first sub-token of that word's head. The root word points at position 0, the ``[CLS]`` / ``<s>``
-token, which stands for ROOT. Every other position (non-first sub-tokens, special tokens, padding) carries
-:data:`IGNORE_INDEX`, and so does a word whose own first sub-token or whose head's first sub-token was cut by
+position* of the first sub-token of that word's head. The root word points at the ``[CLS]`` / ``<s>`` / ``<bos>``
+token that opens the sequence (position 0, or the first real position under left padding), which stands for
+ROOT. Every other position (non-first sub-tokens, special tokens, padding) carries :data:`IGNORE_INDEX`, and so does a word whose own first sub-token or whose head's first sub-token was cut by
 truncation (those are counted in ``n_dropped_labels``).
 """
 from __future__ import annotations
@@ -393,8 +393,10 @@ def _metaspace_copy(tokenizer):
     return cached
 
 
-def _head_labels(word_ids: list[int | None], heads: Sequence[int], n_words: int) -> tuple[list[int], list[int], int]:
-    """Labels for one encoded sequence; returns (labels, word_starts, n_dropped_labels)."""
+def _head_labels(word_ids: list[int | None], heads: Sequence[int], n_words: int,
+                 root: int = 0) -> tuple[list[int], list[int], int]:
+    """Labels for one encoded sequence; returns (labels, word_starts, n_dropped_labels). `root` is the position of
+    the special token that stands for ROOT: the first real token (0 unless the sequence is left-padded)."""
     if len(heads) != n_words:
         raise ValueError(f"{len(heads)} heads for {n_words} words")
     first = [-1] * n_words
@@ -406,7 +408,7 @@ def _head_labels(word_ids: list[int | None], heads: Sequence[int], n_words: int)
     for word, head in enumerate(heads):
         if not 0 <= head <= n_words:
             raise ValueError(f"head {head} of word {word + 1} is outside the {n_words}-word sentence")
-        target = 0 if head == 0 else first[head - 1]
+        target = root if head == 0 else first[head - 1]
         if first[word] == -1 or target == -1:
             dropped += 1  # the word, or its head, was cut by truncation (or has no sub-token at all)
             continue
@@ -419,8 +421,6 @@ def encode_heads_batch(batch: dict, tokenizer, max_length: int = 128, padding: b
     """Batched :func:`encode_heads` for ``Dataset.map(batched=True)``: columns ``input_ids``, ``attention_mask``,
     ``head_labels``, ``word_starts``, ``n_dropped_labels``."""
     tokenizer = words_tokenizer(tokenizer)
-    if tokenizer.padding_side != "right":
-        raise ValueError("head labels put ROOT at position 0, which needs right padding")
     words = [list(w) for w in batch[words_column]]
     encoding = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
                          padding=padding)
@@ -428,9 +428,12 @@ def encode_heads_batch(batch: dict, tokenizer, max_length: int = 128, padding: b
            "head_labels": [], "word_starts": [], "n_dropped_labels": []}
     for i, heads in enumerate(batch[heads_column]):
         word_ids = encoding.word_ids(i)
-        if word_ids[0] is not None:
-            raise ValueError("the tokenizer adds no special token at position 0 to stand for ROOT")
-        labels, starts, dropped = _head_labels(word_ids, heads, len(words[i]))
+        # ROOT is the first *real* token: position 0 under right padding or none, after the pads under left
+        # padding (causal LMs pad on the left); labels are positions in the sequence as padded
+        root = encoding["attention_mask"][i].index(1) if 1 in encoding["attention_mask"][i] else 0
+        if word_ids[root] is not None:
+            raise ValueError("the tokenizer adds no special token before the first word to stand for ROOT")
+        labels, starts, dropped = _head_labels(word_ids, heads, len(words[i]), root)
         out["head_labels"].append(labels)
         out["word_starts"].append(starts)
         out["n_dropped_labels"].append(dropped)

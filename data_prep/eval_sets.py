@@ -31,7 +31,7 @@ from datasets import Dataset, DatasetDict, Features, Sequence as HFSequence, Val
 
 from .paths import data_path
 from .records import RC_FEATURES, rc_dataset, rc_problem, span_problem
-from .report import DataFormatError, SkipReport, read_text, text_lines
+from .report import DataFormatError, SkipReport, read_text, surrogate_problem, text_lines
 from .text import simple_tokenize, tokenize_tagged  # noqa: F401 (simple_tokenize re-exported)
 
 _INT, _STR = Value("int64"), Value("string")
@@ -101,6 +101,10 @@ class _JsonRecord:
         for i, item in enumerate(value if item_kind is not None else ()):
             if isinstance(item, bool) or not isinstance(item, item_kind):
                 self.fail(name, f"item {i} should be {item_kind.__name__}, found {type(item).__name__} {item!r:.60}")
+            if isinstance(item, str) and surrogate_problem(item):
+                self.fail(name, f"item {i} holds {surrogate_problem(item)}")
+        if isinstance(value, str) and surrogate_problem(value):
+            self.fail(name, surrogate_problem(value))
         return value
 
 

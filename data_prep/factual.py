@@ -15,7 +15,7 @@ token spans end exclusive, ``subj_id``/``obj_id``, ``source``). Sources and thei
 The default sources (:data:`DEFAULT_SOURCES`) are LAMA T-REx evidences and Re-DocRED dev + test. FewRel
 ``val_wiki`` is available only when asked for by name: it is also a relation-classification *evaluation* set
 (the ``fewrel`` task of :mod:`kadapter.finetuning`), so training the factual adapter on it would let test
-sentences leak into pre-training. LAMA's own probe facts are held out separately (:class:`ProbeFacts`).
+sentences leak into pre-training. LAMA's own probe facts are held out separately (:mod:`data_prep.holdout`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,7 +30,8 @@ from datasets import Dataset, DatasetDict
 
 from .alignment import Entity, SurfaceMatcher, align_redocred, gold_intra_sentence_facts, redocred_entity_id
 from .eval_sets import read_fewrel
-from .lama import MASK, check_field, load_relations, load_trex_evidence, load_trex_facts
+from .holdout import QID, ProbeFacts, hold_out_probe_facts, record_label_key
+from .lama import MASK, check_field, load_relations, load_trex_evidence
 from .paths import data_path
 from .records import RC_FEATURES, make_record, rc_dataset
 from .report import DataFormatError, SkipReport, read_text
@@ -45,7 +45,6 @@ DEFAULT_SOURCES = ("lama_trex_evidence", "redocred_dev", "redocred_test")
 #: Every source :func:`collect_records` knows (``redocred_*_aligned`` are the aligner's output on the same text).
 KNOWN_SOURCES = ("lama_trex_evidence", "fewrel_val_wiki", "redocred_dev", "redocred_test", "redocred_dev_aligned",
                  "redocred_test_aligned")
-_QID = re.compile(r"Q\d+")
 
 
 def relation_names() -> dict[str, str]:
@@ -273,78 +272,6 @@ def collect_records(sources: Iterable[str] = DEFAULT_SOURCES, limit: int | None 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# LAMA probe hold-out
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProbeFacts:
-    """The LAMA facts a factual adapter must not be trained on, keyed two ways.
-
-    ``by_label``: ``(relation, surface_key(sub_label), surface_key(obj_label))`` for every fact;
-    ``by_id``: ``(relation, sub QID, obj QID)`` for the facts whose uuid is in ``lama/TREx`` (which has Wikidata
-    ids; ``TREx_lms_vocab`` has labels only), mapped to their label key.
-    """
-
-    by_label: set[tuple[str, str, str]] = field(default_factory=set)
-    by_id: dict[tuple[str, str, str], tuple[str, str, str]] = field(default_factory=dict)
-    n_facts: int = 0
-
-    @classmethod
-    def from_lama(cls, relations: Iterable[str] | None = None) -> "ProbeFacts":
-        """The template probe (``TREx_lms_vocab``, 41 relations, 29,411 facts), with ids joined in by uuid."""
-        facts, _ = load_trex_facts(relations)
-        wanted = {f["relation"] for f in facts}
-        available = {p.stem for p in data_path("lama", "TREx").glob("*.jsonl")}
-        evidence, _ = load_trex_evidence(sorted(wanted & available))
-        ids_of = {f["uuid"]: (f["sub_uri"], f["obj_uri"]) for f in evidence}
-        probe = cls(n_facts=len(facts))
-        for fact in facts:
-            label_key = (fact["relation"], surface_key(fact["sub_label"]), surface_key(fact["obj_label"]))
-            probe.by_label.add(label_key)
-            if fact["uuid"] in ids_of:
-                probe.by_id[(fact["relation"], *ids_of[fact["uuid"]])] = label_key
-        return probe
-
-    def match(self, record: dict) -> tuple[str, tuple[str, str, str]] | None:
-        """``("id" | "label", the fact's label key)`` if the record states a probe fact, else None.
-
-        Ids are compared when the record has Wikidata QIDs for both entities; labels (the case-folded,
-        tokenisation-independent text of the two spans) are compared always, so a record is held out if it
-        matches either way: the probe itself only sees labels.
-        """
-        if _QID.fullmatch(record["subj_id"]) and _QID.fullmatch(record["obj_id"]):
-            key = self.by_id.get((record["relation"], record["subj_id"], record["obj_id"]))
-            if key is not None:
-                return "id", key
-        label_key = record_label_key(record)
-        return ("label", label_key) if label_key in self.by_label else None
-
-
-def record_label_key(record: dict) -> tuple[str, str, str]:
-    tokens = record["tokens"]
-    return (record["relation"], surface_key(tokens[record["subj_start"]:record["subj_end"]]),
-            surface_key(tokens[record["obj_start"]:record["obj_end"]]))
-
-
-def hold_out_probe_facts(records: Iterable[dict], probe: ProbeFacts) -> tuple[list[dict], dict]:
-    """Remove every record that states a probe fact; report how many, how they matched, from which sources."""
-    kept, by_how, by_source, facts_hit = [], Counter(), Counter(), set()
-    for record in records:
-        hit = probe.match(record)
-        if hit is None:
-            kept.append(record)
-        else:
-            by_how[hit[0]] += 1
-            by_source[record["source"]] += 1
-            facts_hit.add(hit[1])
-    return kept, {"probe_facts": probe.n_facts, "probe_facts_with_ids": len(probe.by_id),
-                  "examples_removed": sum(by_how.values()), "removed_by_id": by_how["id"],
-                  "removed_by_label": by_how["label"], "removed_per_source": dict(by_source),
-                  "probe_facts_found_in_data": len(facts_hit)}
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Evaluation sentences kept out
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -470,8 +397,8 @@ def _dedupe_key(record: dict) -> tuple:
 def _fact_key(record: dict) -> tuple[str, str, str]:
     """Which fact a record states: QIDs where it has them, else the case-folded span texts."""
     label = record_label_key(record)
-    subj = record["subj_id"] if _QID.fullmatch(record["subj_id"]) else label[1]
-    obj = record["obj_id"] if _QID.fullmatch(record["obj_id"]) else label[2]
+    subj = record["subj_id"] if QID.fullmatch(record["subj_id"]) else label[1]
+    obj = record["obj_id"] if QID.fullmatch(record["obj_id"]) else label[2]
     return record["relation"], subj, obj
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .paths import data_path
-from .report import DataFormatError, SkipReport, text_lines
+from .report import DataFormatError, SkipReport, surrogate_problem, text_lines
 
 SUBJECT_SLOT, OBJECT_SLOT = "[X]", "[Y]"
 MASK = "[MASK]"
+# Text that would put a second slot or blank into a filled template: the slots, BERT's and RoBERTa's mask tokens.
+BLANK_MARKERS = (SUBJECT_SLOT, OBJECT_SLOT, MASK, "<mask>")
 
 # Google-RE's three relations as LAMA probes them (pred -> template); they are not in relations.jsonl.
 GOOGLE_RE_RELATIONS = {
@@ -70,6 +72,8 @@ def check_field(record: dict, name: str, kind: type | tuple[type, ...], path: st
         raise DataFormatError(path, line, label, f"expected {expected}, got {type(value).__name__} {value!r:.60}")
     if isinstance(value, str) and not value.strip():
         raise DataFormatError(path, line, label, "empty text")
+    if isinstance(value, str) and surrogate_problem(value):
+        raise DataFormatError(path, line, label, surrogate_problem(value))
     return value
 
 
@@ -117,17 +121,40 @@ def load_trex_facts(relations: Iterable[str] | None = None, limit: int | None = 
     """The LAMA T-REx probe (``TREx_lms_vocab``): ``{uuid, relation, relation_label, template, sub_label, obj_label,
     type}`` per fact. ``relations`` picks relation files (PIDs); ``limit`` caps the facts read per relation.
 
-    Nothing is skipped: the 41 files hold 29,411 facts (14 subject–object pairs appear twice under different uuids;
-    LAMA scores them twice, and so do we)."""
+    Counted skips (a fact the probe cannot ask must not stop the others): a relation whose template has not exactly
+    one ``[X]`` and one ``[Y]`` (all its facts), a subject holding a slot or mask marker (:data:`BLANK_MARKERS`,
+    which would add a second blank), and a line repeating an earlier uuid (the same fact is scored once). Nothing is
+    skipped in the real files: the 41 files hold 29,411 facts (14 subject–object pairs appear twice under different
+    uuids; LAMA scores them twice, and so do we)."""
     directory = Path(directory) if directory else data_path("lama", "TREx_lms_vocab")
     templates = load_relations(relations_path)
-    facts, report = [], SkipReport("LAMA T-REx facts")
+    facts, report, seen = [], SkipReport("LAMA T-REx facts"), set()
     for path in _relation_files(directory, relations):
         relation = _known_relation(path, templates)
-        for _, record in read_jsonl(path, {"sub_label": str, "obj_label": str, "uuid": str}, limit):
+        bad_template = template_problem(templates[relation]["template"])
+        for line, record in read_jsonl(path, {"sub_label": str, "obj_label": str, "uuid": str}, limit):
+            problem = bad_template or subject_problem(record["sub_label"]) or \
+                ("a uuid seen before: the same fact is scored once" if record["uuid"] in seen else None)
+            if problem:
+                report.skip(problem, f"{path.name}:{line}")
+                continue
+            seen.add(record["uuid"])
             facts.append(_fact(record, relation, templates[relation]))
             report.keep()
     return facts, report
+
+
+def template_problem(template: str) -> str | None:
+    """Why a relation template cannot be filled into one cloze question, or None."""
+    if template.count(SUBJECT_SLOT) != 1 or template.count(OBJECT_SLOT) != 1:
+        return f"template without exactly one {SUBJECT_SLOT} and one {OBJECT_SLOT}"
+    return None
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why a subject cannot be put into a template (it would add a second slot or blank), or None."""
+    found = [marker for marker in BLANK_MARKERS if marker.lower() in subject.lower()]
+    return f"subject contains {found[0]}" if found else None
 
 
 def _known_relation(path: Path, templates: dict[str, dict]) -> str:
@@ -205,6 +232,9 @@ def load_google_re(paths: str | Path | Sequence[str | Path],
                     raise DataFormatError(path, line, f"masked_sentences[{i}]", "expected non-empty text")
             if votes["yes"] <= votes["no"]:
                 report.skip("not more 'yes' than 'no' judgments", f"{path.name}:{line}")
+                continue
+            if subject_problem(record["sub_label"]):
+                report.skip(subject_problem(record["sub_label"]), f"{path.name}:{line}")
                 continue
             uuid = record.get("uuid") or f"{path.stem}:{line}"
             fact = _fact({**record, "uuid": uuid}, relation, GOOGLE_RE_RELATIONS[relation])

@@ -1,6 +1,7 @@
 """Bad input is either an error naming file, line and field, or a counted skip report. Never a silent drop."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,20 @@ def read_text(path: str | Path) -> str:
     if not text.strip():
         raise DataFormatError(path, None, None, "empty file: no records in it")
     return text[1:] if text.startswith("\ufeff") else text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def surrogate_problem(value: str) -> str | None:
+    """What is wrong with a decoded JSON string holding a lone surrogate escape (``"\\ud800"`` alone decodes, but
+    is no Unicode text: it cannot be written out, tokenised or stored), or None. A valid pair decodes to one
+    character and passes."""
+    found = _LONE_SURROGATE.search(value)
+    if found is None:
+        return None
+    return (f"a lone surrogate escape \\u{ord(found.group()):04x} at character {found.start()}: not Unicode text "
+            "(the JSON is damaged)")
 
 
 def text_lines(path: str | Path) -> list[str]:

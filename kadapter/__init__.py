@@ -1,6 +1,5 @@
 """kadapter: K-Adapter (Wang et al., Findings of ACL 2021) — a frozen encoder with knowledge adapters."""
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: F401
 from .adapter import KnowledgeAdapter  # noqa: E402
 from .backbone import BackboneFeatures, backbone_identity, default_backbone_path, load_backbone  # noqa: E402
 from .config import AdapterConfig, BackboneIdentity, FusionConfig, default_tap_layers  # noqa: E402

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
-from . import __version__
-from .config import AdapterConfig, BackboneIdentity, write_json
-from .safe_files import DamagedFileError, load_safetensors, read_json
+from .version import __version__
+from .config import ADAPTER_ACTIVATIONS, AdapterConfig, BackboneIdentity, write_json
+from .safe_files import DamagedFileError, load_safetensors, read_json, save_safetensors
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
@@ -26,6 +25,7 @@ FREE_FIELDS = ("dropout", "attention_dropout", "init_range", "transformer_init_r
 CONFIG_METADATA_KEY = "kadapter_adapter_config"
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "gelu_new": lambda: nn.GELU(approximate="tanh")}
+assert set(_ACTIVATIONS) == set(ADAPTER_ACTIVATIONS), "AdapterConfig checks hidden_act against ADAPTER_ACTIVATIONS"
 
 
 class AdapterTransformerLayer(nn.Module):
@@ -163,7 +163,7 @@ class KnowledgeAdapter(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={
+        save_safetensors(state, directory / WEIGHTS_NAME, metadata={
             "format": "pt", "kadapter_version": __version__,
             CONFIG_METADATA_KEY: json.dumps(self.config.to_dict(), sort_keys=True)})
         write_json(directory / CONFIG_NAME, {

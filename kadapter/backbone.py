@@ -43,17 +43,30 @@ def load_backbone(name_or_path: str | None = None, kind: str | BackboneKind | No
                   **kwargs) -> tuple[PreTrainedModel, "AutoTokenizer"]:
     """Load a backbone and its tokenizer by hub name, local path or alias (``"gemma-3-270m"``; default: MiniLM).
 
-    An encoder loads with ``AutoModel``, a causal LM with ``AutoModelForCausalLM`` (its LM head kept for probing);
+    An encoder loads with ``AutoModel``, a causal LM with ``AutoModelForCausalLM`` (its LM head kept for probing),
+    the tokenizer padding on the kind's side;
     ``kind`` ("encoder" / "causal_lm") overrides what the checkpoint's config says (``kadapter.backbone_kind``).
     """
-    from .aliases import resolve_backbone
+    from .aliases import ALIASES, is_alias, resolve_backbone
 
-    name_or_path = resolve_backbone(name_or_path) or default_backbone_path()
+    if name_or_path is None:
+        name_or_path = default_backbone_path()
+    elif not str(name_or_path).strip():  # e.g. `--set 04_lama_probing.backbone=`: a mistake, not "the default"
+        raise ValueError(f"backbone {name_or_path!r} names no backbone: give a hub name, a local folder, an alias "
+                         f"({', '.join(ALIASES)}), or None for the default MiniLM")
+    alias = name_or_path if is_alias(name_or_path) else None
+    name_or_path = resolve_backbone(name_or_path)
     try:
         kind = kind_of_path(name_or_path) if kind is None else kind_of(None, kind)
-        return kind.load(name_or_path, **kwargs)
+        model, info = kind.auto_class().from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as err:  # the hub's message rarely says which model it could not get
         raise OSError(f"cannot load the backbone {name_or_path!r}: {err}") from err
+    # tensors drawn at random at load (hub RoBERTa has no pooler) are no part of the weights fingerprint
+    record_newly_initialized(model, info.get("missing_keys", ()))
+    if alias is not None:  # saved models, adapters and probes record the alias, not this machine's cache folder
+        model.config._name_or_path = alias
+    return model, kind.prepare_tokenizer(tokenizer)
 
 
 def record_newly_initialized(model: nn.Module, missing_keys) -> nn.Module:

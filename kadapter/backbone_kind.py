@@ -63,18 +63,6 @@ class BackboneKind:
 
         return AutoModelForCausalLM if self.causal else AutoModel
 
-    def load(self, name_or_path: str, **kwargs):
-        """(model, tokenizer) from a hub name or folder, the tokenizer padding on this kind's side."""
-        from transformers import AutoTokenizer
-
-        from .backbone import record_newly_initialized
-
-        model, info = self.auto_class().from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-        # tensors drawn at random at load (hub RoBERTa has no pooler) are no part of the weights fingerprint
-        record_newly_initialized(model, info.get("missing_keys", ()))
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        return model, self.prepare_tokenizer(tokenizer)
-
     def prepare_tokenizer(self, tokenizer):
         """Pad on this kind's side; a causal tokenizer without a pad token pads with its end-of-sequence token
         (padded positions are masked everywhere, so the id does not matter)."""

@@ -10,10 +10,9 @@ because their residual stream overflows it).
 
 A cache lives in ``<root>/<key>/`` where the key hashes everything the states depend on: the backbone's weights
 and config fingerprints, the tokenizer, the encoded data (token ids, masks, type ids), ``max_length``, the taps and
-the storage dtype. Any change gives a new folder, so a stale cache is never read. A cache is written into a
-temporary folder and renamed into place when complete; an interrupted build leaves nothing that looks finished, and
-the next build removes the temporary folders of builds whose process is gone. A damaged cache (a truncated array, a
-missing or broken ``meta.json``) is detected on reading; ``build`` then says so, naming the folder, and rebuilds it.
+the storage dtype. Any change gives a new folder, so a stale cache is never read. Identity, layout and the build
+protocol (temporary folder renamed when complete, killed builds' folders removed, a damaged cache named and rebuilt)
+are :mod:`kadapter.state_store`'s, shared with the causal-LM states of :mod:`kadapter.probing.states`.
 
 Reading pads each batch to its longest example with zero vectors; padded positions are masked everywhere
 (adapters' attention, heads), so results equal a live backbone pass up to float rounding. The one exception is an
@@ -22,12 +21,8 @@ adapter with ``faithful_padding=True``, which attends to padding: its padding st
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
-import shutil
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,14 +31,14 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
-from .backbone import BackboneFeatures, config_fingerprint, weights_fingerprint
+from .backbone import BackboneFeatures
 from .backbone_kind import kind_of
 from .encoding import PadCollator, tokenizer_fingerprint
 from .progress import progress_bar
-from .safe_files import DamagedFileError, load_npy, read_json
+from .state_store import META_NAME, StoredStates, backbone_fingerprints, remove_stale_builds, write_meta  # noqa: F401
+from .state_store import key_digest as _digest
 
 CACHE_FORMAT = 1
-META_NAME = "meta.json"
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -84,8 +79,7 @@ def cache_key(backbone, tokenizer, dataset: Dataset, max_length: int, taps: Sequ
     backbone = _backbone_of(backbone)
     return {
         "format": CACHE_FORMAT,
-        "backbone_weights": weights_fingerprint(backbone),
-        "backbone_config": config_fingerprint(backbone.config),
+        **backbone_fingerprints(backbone),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "data": data_fingerprint(dataset),
         "examples": len(dataset),
@@ -93,39 +87,6 @@ def cache_key(backbone, tokenizer, dataset: Dataset, max_length: int, taps: Sequ
         "taps": [int(t) for t in sorted(set(taps))],
         "storage_dtype": storage_dtype,
     }
-
-
-def _digest(key: Mapping) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-
-
-_TMP_NAME = re.compile(r"^\.(?P<key>[0-9a-f]+)\.tmp-(?P<pid>\d+)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_builds(root: str | Path) -> list[Path]:
-    """Delete the temporary folders (``.<key>.tmp-<pid>``) that killed builds left under ``root``; returns them.
-
-    A folder whose process is still running is a build in progress and is left alone."""
-    root = Path(root)
-    removed = []
-    for path in root.glob(".*.tmp-*") if root.is_dir() else ():
-        match = _TMP_NAME.match(path.name)
-        if match and path.is_dir() and int(match["pid"]) != os.getpid() and not _pid_alive(int(match["pid"])):
-            shutil.rmtree(path, ignore_errors=True)
-            warnings.warn(f"removed {path}: the temporary folder of a feature-cache build whose process "
-                          f"({match['pid']}) is gone", stacklevel=3)
-            removed.append(path)
-    return removed
 
 
 def _lengths(dataset: Dataset) -> np.ndarray:
@@ -138,46 +99,14 @@ def _lengths(dataset: Dataset) -> np.ndarray:
     return lengths
 
 
-class FeatureCache:
+class FeatureCache(StoredStates):
     """Backbone hidden states of one encoded dataset, memory-mapped from disk. Build with :meth:`build`."""
 
-    def __init__(self, directory: str | Path, hit: bool = False):
-        self.path = Path(directory)
-        meta_path = self.path / META_NAME
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: not a complete feature cache")
-        self.meta = read_json(meta_path, required=("key", "tokens", "hidden_size"))
-        key = self.meta["key"]
-        if not isinstance(key, dict) or not {"format", "taps"} <= set(key):
-            raise DamagedFileError(meta_path, "field 'key' incomplete: not a feature cache's meta.json")
-        if key["format"] != CACHE_FORMAT:
-            raise ValueError(f"{self.path}: cache format {key['format']}, expected {CACHE_FORMAT}")
-        self.hit = hit  # True when build() found it already on disk
-        self.taps: tuple[int, ...] = tuple(key["taps"])
-        self.lengths = load_npy(self.path / "lengths.npy")
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self._arrays = {name: load_npy(self.path / f"{name}.npy", mmap_mode="r") for name in self._array_names()}
-        shape = (int(self.meta["tokens"]), int(self.meta["hidden_size"]))
-        if int(self.offsets[-1]) != shape[0]:
-            raise DamagedFileError(self.path / "lengths.npy", f"{int(self.offsets[-1])} tokens, meta.json says "
-                                                              f"{shape[0]}")
-        for name, array in self._arrays.items():
-            if array.shape != shape:
-                raise DamagedFileError(self.path / f"{name}.npy", f"shape {array.shape}, meta.json says {shape}")
+    FORMAT = CACHE_FORMAT
+    WHAT = "feature cache"
 
-    def _array_names(self) -> list[str]:
+    def array_names(self) -> list[str]:
         return [f"hidden_{t}" for t in self.taps] + ["last"]
-
-    @property
-    def key(self) -> dict:
-        return self.meta["key"]
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays.values())
 
     # -------------------------------------------------------------------------------------------------- build
     @classmethod
@@ -206,32 +135,8 @@ class FeatureCache:
             raise ValueError(f"{len(too_long)} example(s) longer than max_length={max_length} (first: {too_long[0]})")
         key = cache_key(model, tokenizer, dataset, max_length, taps, storage_dtype)
         root = Path(root) if root is not None else default_cache_root()
-        remove_stale_builds(root)
-        final = root / _digest(key)
-        if final.is_dir():
-            try:
-                cache = cls(final, hit=True)
-            except (DamagedFileError, FileNotFoundError) as err:
-                # a finished cache is renamed into place whole: a part missing or cut short means damage
-                warnings.warn(f"feature cache {final} is damaged ({err}); rebuilding it", stacklevel=2)
-                shutil.rmtree(final, ignore_errors=True)
-            else:
-                if cache.key != key:  # a hash collision or a tampered folder: never read it as this data
-                    raise ValueError(f"{final} holds a cache of other data (key mismatch)")
-                return cache
-        tmp = root / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            cls._compute(model, dataset, key, tmp, batch_size, device, progress, kind)
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another process finished the same cache first: theirs is identical
-                if not (final / META_NAME).is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return cls(final, hit=False)
+        return cls.open_or_build(root, key, lambda directory: cls._compute(
+            model, dataset, key, directory, batch_size, device, progress, kind))
 
     @staticmethod
     @torch.inference_mode()
@@ -261,7 +166,9 @@ class FeatureCache:
             hidden_states, last = (kind or kind_of(model)).run(model, **batch)
             states = {**{names[t]: hidden_states[t] for t in names}, "last": last}
             for name, tensor in states.items():
-                tensor = tensor.to(torch.bfloat16).view(torch.int16) if storage is np.uint16 else tensor
+                # numpy has no bfloat16: bf16 storage keeps the raw bits; otherwise go through float32, which
+                # holds any backbone dtype exactly (a bf16 backbone's states cannot call .numpy() themselves)
+                tensor = tensor.to(torch.bfloat16).view(torch.int16) if storage is np.uint16 else tensor.float()
                 values = tensor.cpu().numpy()
                 if storage is not np.uint16:
                     values = values.astype(storage, copy=False)
@@ -271,9 +178,7 @@ class FeatureCache:
             array.flush()
         del arrays
         model.to(model_device)
-        meta = {"key": key, "tokens": int(offsets[-1]), "hidden_size": hidden,
-                "seconds": round(time.perf_counter() - started, 3)}
-        (directory / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        write_meta(directory, key, int(offsets[-1]), hidden, seconds=round(time.perf_counter() - started, 3))
 
     # --------------------------------------------------------------------------------------------------- read
     def _read(self, name: str, indices: Sequence[int], width: int, dtype: torch.dtype) -> torch.Tensor:
@@ -319,7 +224,7 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def fingerprint(self) -> str:
         """What these rows hold: the cache's key (backbone, encoded inputs, ...) and the task columns' content."""
-        from .training import data_fingerprint
+        from .checkpoints import data_fingerprint
 
         rows = data_fingerprint(self.rows) if self.rows is not None else ""
         return hashlib.sha256(f"{_digest(self.cache.key)}:{rows}".encode()).hexdigest()[:16]

@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .probing.positive_control import POSITIVE_CONTROL_ROW as POSITIVE_CONTROL  # the row's one name
 from .statistics import Comparison, compare, verdict
 
 BASELINE_VARIANT = "backbone"  # the backbone through the probe recipe: every LAMA row's reference
 MAJORITY = "majority object (per relation)"
-POSITIVE_CONTROL = "positive control"
 # A factual adapter pre-trained in the paper's condition (LAMA probe facts NOT held out) is attached under its
 # held-out sibling's name + this suffix, so "+factual" and "+factual_paper" are compared with each other.
 PAPER_CONDITION_SUFFIX = "_paper"

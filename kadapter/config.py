@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 # The official K-Adapter launchers tap RoBERTa-large (24 layers) at hidden states 0, 11 and 22.
 PAPER_TAP_LAYERS = (0, 11, 22)
+# The activations an adapter's transformer layers can use (built by kadapter.adapter).
+ADAPTER_ACTIVATIONS = ("gelu", "gelu_new", "relu")
 
 
 def default_tap_layers(num_hidden_layers: int) -> tuple[int, ...]:
@@ -56,12 +59,21 @@ class AdapterConfig:
     tap_norm: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.tap_layers is not None:
             self.tap_layers = tuple(int(t) for t in self.tap_layers)
             if not self.tap_layers:
                 raise ValueError("tap_layers must name at least one backbone layer")
             if list(self.tap_layers) != sorted(set(self.tap_layers)):
                 raise ValueError(f"tap_layers must be strictly increasing, got {self.tap_layers}")
+        for name in ("hidden_size", "num_transformer_layers", "num_attention_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AdapterConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"AdapterConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.hidden_act not in ADAPTER_ACTIVATIONS:
+            raise ValueError(f"AdapterConfig.hidden_act {self.hidden_act!r} is not one of {list(ADAPTER_ACTIVATIONS)}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
@@ -70,6 +82,37 @@ class AdapterConfig:
             raise ValueError(f"skip_interval must be >= 0, got {self.skip_interval}")
         if self.tap_norm not in (None, "none", "rms"):
             raise ValueError(f"tap_norm must be 'none' or 'rms' (or None: the backbone kind's), got {self.tap_norm!r}")
+
+    def _check_types(self) -> None:
+        """Every field of the type it is declared with (a JSON edit like ``"causal": "no"`` or ``"heads": 2.5`` would
+        otherwise be read as something else, or fail far from here)."""
+        def bad(name: str, value, wanted: str) -> TypeError:
+            return TypeError(f"AdapterConfig.{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+        def is_int(value) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        def is_number(value) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+        for name in ("hidden_size", "num_transformer_layers", "num_attention_heads", "intermediate_size",
+                     "skip_interval"):
+            if not is_int(getattr(self, name)):
+                raise bad(name, getattr(self, name), "an integer")
+        for name in ("dropout", "attention_dropout", "layer_norm_eps", "init_range"):
+            if not is_number(getattr(self, name)):
+                raise bad(name, getattr(self, name), "a number")
+        if self.transformer_init_range is not None and not is_number(self.transformer_init_range):
+            raise bad("transformer_init_range", self.transformer_init_range, "a number or None")
+        if not isinstance(self.faithful_padding, bool):
+            raise bad("faithful_padding", self.faithful_padding, "true or false")
+        if self.causal is not None and not isinstance(self.causal, bool):
+            raise bad("causal", self.causal, "true, false or None (the backbone kind's)")
+        if not isinstance(self.hidden_act, str):
+            raise bad("hidden_act", self.hidden_act, f"one of {list(ADAPTER_ACTIVATIONS)}")
+        if self.tap_layers is not None and (isinstance(self.tap_layers, (str, bytes)) or not all(
+                is_int(t) for t in self.tap_layers)):
+            raise bad("tap_layers", self.tap_layers, "a list of integers or None")
 
     def resolved(self, num_hidden_layers: int, kind_defaults: dict | None = None) -> "AdapterConfig":
         """This config with its taps fixed and checked against a backbone of `num_hidden_layers` blocks, and the

@@ -8,7 +8,9 @@ of ``notebooks/05_probing_demo.ipynb`` makes, so tests can drive the handler hea
 
 Input is checked before predicting (:func:`check_cloze`): an empty text, no blank or several blanks get a message
 saying what to type; ``[mask]`` in any case is read as ``[MASK]`` (and said so). A prediction that fails with a
-``ValueError`` (e.g. a model that cannot fill a blank there) shows its message the same way. A message replaces the
+``ValueError`` (e.g. a model that cannot fill a blank there) shows its message the same way, and so does any other
+error (with its type). A text longer than the model reads is refused before predicting, saying the limit
+(:func:`max_prompt_tokens`); ``k`` must lie in the slider's range, 1 to 30 (:func:`check_k`). A message replaces the
 previous chart and table, so nothing stale stays on screen.
 """
 from __future__ import annotations
@@ -54,8 +56,39 @@ CUSTOM = "(your own sentence)"
 SNAPSHOT_CLASS = "kadapter-demo-snapshot"
 
 
+K_RANGE = (1, 30)  # the widget's slider; the library call takes the same range, so both paths agree
+
+
 class ClozeError(ValueError):
     """Input the demo cannot predict for; the message says what to type instead."""
+
+
+def check_k(k) -> int:
+    """``k`` as the demo takes it: a whole number in :data:`K_RANGE` (the slider would clamp anything else)."""
+    low, high = K_RANGE
+    if isinstance(k, bool) or not isinstance(k, int) or not low <= k <= high:
+        raise ValueError(f"k must be a whole number from {low} to {high} (the demo's top-k slider), got {k!r}")
+    return k
+
+
+def max_prompt_tokens(model: KAdapterModel) -> int | None:
+    """The most tokens the model reads in one text (its position embeddings, or its tokenizer's limit), if known."""
+    limits = [getattr(model.tokenizer, "model_max_length", None),
+              getattr(getattr(model.backbone, "config", None), "max_position_embeddings", None)]
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**7]  # tokenizers say 1e30 for "no limit"
+    return min(limits, default=None)
+
+
+def check_length(model: KAdapterModel, text: str) -> None:
+    """Refuse a cloze text longer than the model reads, saying the limit (the model would fail on it)."""
+    limit = max_prompt_tokens(model)
+    if limit is None:
+        return
+    mask = getattr(model.tokenizer, "mask_token", None) or MASK
+    count = len(model.tokenizer(text.replace(MASK, mask), verbose=False)["input_ids"])
+    if count > limit:
+        raise ClozeError(f"The sentence is {count} tokens long; this model reads at most {limit} tokens. "
+                         "Shorten it.")
 
 
 def check_cloze(text: str, mask_token: str | None = None) -> tuple[str, str]:
@@ -85,7 +118,10 @@ def check_cloze(text: str, mask_token: str | None = None) -> tuple[str, str]:
 def predict(model: KAdapterModel, probes: Mapping[str, MaskedLMProbe], text: str, names: Sequence[str] | None = None,
             k: int = 10, vocabulary: CandidateVocabulary | None = None) -> dict[str, list[tuple[str, float]]]:
     """The demo's one prediction call: ``{model: [(token, probability), ...]}`` for a checked cloze text.
-    Raises ``ValueError`` with a message for the user when a model cannot predict for this text."""
+    Raises ``ValueError`` with a message for the user when a model cannot predict for this text, or for a ``k``
+    outside 1–30 or a text longer than the model reads."""
+    check_k(k)
+    check_length(model, text)
     return compare_topk(model, probes, text, names, k, vocabulary)
 
 
@@ -155,6 +191,7 @@ class ProbingDemo:
                  descriptions: Mapping[str, str] | None = None):
         if not probes:
             raise ValueError("the demo needs at least one probe")
+        check_k(k)
         self.model, self.probes, self.vocabulary = model, dict(probes), vocabulary
         self.descriptions = dict(descriptions or {})
         self.last_results: dict[str, list[tuple[str, float]]] = {}
@@ -172,7 +209,7 @@ class ProbingDemo:
         self.models = widgets.SelectMultiple(options=list(self.probes), value=tuple(self.probes),
                                              description="Models:", rows=min(8, len(self.probes)),
                                              layout=widgets.Layout(width="60%"))
-        self.k = widgets.IntSlider(value=k, min=1, max=30, description="top k:")
+        self.k = widgets.IntSlider(value=k, min=K_RANGE[0], max=K_RANGE[1], description="top k:")
         self.button = widgets.Button(description="Predict", button_style="primary", icon="search",
                                      tooltip="predict the blank with every chosen model")
         self.message = widgets.HTML()
@@ -219,8 +256,10 @@ class ProbingDemo:
         self._set_busy(True, text, len(names))
         try:
             results = predict(self.model, self.probes, text, names, self.k.value, self.vocabulary)
-        except ValueError as err:  # e.g. a model that cannot fill this blank
+        except ValueError as err:  # e.g. a model that cannot fill this blank, a text over the length limit
             return self._fail(str(err))
+        except Exception as err:  # noqa: BLE001 - any other failure is shown too: the widget never stays "busy"
+            return self._fail(f"{type(err).__name__}: {err}")
         finally:
             self._set_busy(False)
         self.message.value = note_html(note) if note else ""

@@ -5,17 +5,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
-from . import __version__
+from .version import __version__
 from .adapter import KnowledgeAdapter, load_state_strict
 from .backbone import BackboneFeatures, backbone_identity, extract_features, freeze, load_backbone
 from .backbone_kind import BackboneKind, kind_for_model_type, kind_of
 from .config import AdapterConfig, BackboneIdentity, FusionConfig, write_json
 from .fusion import Fusion
-from .safe_files import load_safetensors, read_json
+from .safe_files import DamagedFileError, check_name, load_safetensors, ordinary_permissions, read_json, save_safetensors
 
 MODEL_CONFIG_NAME = "kadapter_config.json"
 FUSION_WEIGHTS_NAME = "fusion.safetensors"
@@ -93,7 +92,9 @@ class KAdapterModel(nn.Module):
         return tuple(sorted({t for a in self.adapters.values() for t in a.tap_layers}))
 
     def add_adapter(self, name: str, adapter: KnowledgeAdapter | AdapterConfig | str | Path) -> KnowledgeAdapter:
-        """Attach a new adapter (from a config), a trained one (a module or a saved directory)."""
+        """Attach a new adapter (from a config), a trained one (a module or a saved directory). ``name`` is a plain
+        name (it becomes the folder ``adapters/<name>`` when the model is saved), never a path."""
+        check_name(name, what="adapter")
         if name in self.adapters:
             raise ValueError(f"an adapter named {name!r} is already attached")
         if isinstance(adapter, AdapterConfig):
@@ -193,8 +194,9 @@ class KAdapterModel(nn.Module):
             self.backbone.save_pretrained(directory / "backbone")
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(directory / "backbone")
+            ordinary_permissions(directory / "backbone")  # Hugging Face's weights file comes out 0600
         state = {k: v.detach().contiguous().cpu() for k, v in self.fusion.state_dict().items()}
-        save_file(state, str(directory / FUSION_WEIGHTS_NAME))
+        save_safetensors(state, directory / FUSION_WEIGHTS_NAME)
         write_json(directory / MODEL_CONFIG_NAME, {
             "kadapter_version": __version__,
             "backbone": self.identity.to_dict(),
@@ -210,7 +212,12 @@ class KAdapterModel(nn.Module):
     ) -> "KAdapterModel":
         """Rebuild a saved model; the backbone defaults to the saved name/path and must match its fingerprint."""
         directory = Path(directory)
-        payload = read_json(directory / MODEL_CONFIG_NAME, required=("backbone", "fusion", "adapters"))
+        config_path = directory / MODEL_CONFIG_NAME
+        payload = read_json(config_path, required=("backbone", "fusion", "adapters"))
+        if not isinstance(payload["adapters"], list):
+            raise DamagedFileError(config_path, "field 'adapters': expected a list of adapter names")
+        for i, name in enumerate(payload["adapters"]):  # names, never paths: adapters load from adapters/<name>
+            check_name(name, what="adapter", source=config_path, field=f"adapters[{i}]")
         saved = BackboneIdentity.from_dict(payload["backbone"])
         if payload.get("backbone_fine_tuned"):
             backbone, tokenizer = load_backbone(str(directory / "backbone"))
@@ -222,7 +229,7 @@ class KAdapterModel(nn.Module):
             model.set_backbone_trainable(True)
         else:
             if backbone is None or isinstance(backbone, str):
-                backbone, tokenizer = load_backbone(backbone or saved.name_or_path)
+                backbone, tokenizer = load_backbone(saved.name_or_path if backbone is None else backbone)
             model = cls(backbone, fusion=payload["fusion"], tokenizer=tokenizer)
             diff = saved.differences(model.identity)
             if diff:

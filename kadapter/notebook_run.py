@@ -18,17 +18,25 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import difflib
 import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Empty
 from typing import Callable
 
 import papermill
+from jupyter_core.utils import ensure_async
+from nbclient.client import timestamp as _timestamp
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError
+from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
+from papermill.log import logger as papermill_logger
+from papermill.utils import merge_kwargs, remove_args
 
 ENGINE_NAME = "kadapter"
 TRACEBACK_LINES = 12  # how much of a non-IPython traceback an error carries
@@ -81,13 +89,18 @@ def _kind(default_source: str):
 
 
 def check_parameters(notebook: str | Path, parameters: dict | None) -> None:
-    """Refuse names the notebook's parameters cell does not declare and values of another kind than the default.
+    """Refuse names the notebook's parameters cell does not declare, values of another kind than the default, and
+    values outside a parameter's type or range in :data:`kadapter.notebook_parameters.SCHEMA` (which also types the
+    parameters whose default is None).
 
-    ``None`` is accepted for every parameter (the notebooks read it as "use the default / not set"); an int is
-    accepted where the default is a float; a list where the default is a tuple and the other way round.
+    ``None`` is accepted where the notebook reads it as "use the default / not set" (every parameter the schema does
+    not mark otherwise); an int is accepted where a float is expected; a list where a tuple is, and the other way
+    round.
     """
     if not parameters:
         return
+    from .notebook_parameters import Spec, problem, spec_for
+
     declared = declared_parameters(notebook)
     name = Path(notebook).name
     problems = []
@@ -97,21 +110,12 @@ def check_parameters(notebook: str | Path, parameters: dict | None) -> None:
             hint = f"; did you mean {close[0]!r}?" if close else f"; it declares {sorted(declared)}"
             problems.append(f"unknown parameter {key!r}{hint}")
             continue
-        kind = _kind(declared[key].get("default", "None"))
-        if value is None or kind is None:
-            continue
-        ok = {
-            bool: lambda v: isinstance(v, bool),
-            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-            str: lambda v: isinstance(v, str),
-            list: lambda v: isinstance(v, (list, tuple)),
-            tuple: lambda v: isinstance(v, (list, tuple)),
-            dict: lambda v: isinstance(v, dict),
-        }.get(kind, lambda v: True)(value)
-        if not ok:
-            problems.append(f"parameter {key!r}: expected {kind.__name__} like its default "
-                            f"{declared[key]['default']}, got {type(value).__name__} {value!r:.60}")
+        default = declared[key].get("default", "None")
+        spec = spec_for(Path(notebook).stem, key) or Spec()
+        said = problem(spec, value, _kind(default))
+        if said:
+            like = f" (its default is {default})" if spec.kind is None and said.startswith("expected") else ""
+            problems.append(f"parameter {key!r}: {said}{like}")
     if problems:
         raise NotebookParameterError(f"{name}: " + "; ".join(problems))
 
@@ -147,11 +151,95 @@ class _Tracker:
         return f"index {index}"
 
 
+# How long one wait on a kernel socket may last before the socket is looked at directly (seconds). Why: nbclient
+# waits for a cell's execute-reply with ONE read of the shell channel for the whole cell timeout, and that read
+# only wakes when pyzmq's asyncio integration sees the socket's edge-triggered file descriptor fire. When that
+# wake-up is lost (it happened under load on the notebook 05 widget cell, whose many widget messages keep the
+# client busy: jupyter/nbclient #312, pyzmq #1558), the reply sits in the socket and the read returns only when its
+# timeout ends, because a timed-out pyzmq poll ends with a direct, level-triggered zmq_poll that does see it.
+# Waiting in short slices makes that direct look happen every second: a lost wake-up costs at most one slice.
+SOCKET_POLL_INTERVAL = 1.0
+
+
+class _Client(PapermillNotebookClient):
+    """papermill's notebook client, whose waits for the kernel's messages never depend on one socket wake-up.
+
+    The two waits nbclient makes per cell — the execute-reply on the shell channel and the cell's output on the
+    iopub channel — read in slices of :data:`SOCKET_POLL_INTERVAL` seconds; the cell timeout and the dead-kernel
+    check behave as in nbclient (jupyter/nbclient PR #311 proposes the same idea upstream). After the reply, the
+    cell's queued output is awaited while it keeps coming: ``iopub_timeout`` bounds the silence, not the whole backlog
+    (an Output widget's cell can leave seconds of messages to process under load, each answered on the shell
+    channel by nbclient's widget mimic), and the cell timeout bounds the rest.
+    """
+
+    async def _async_poll_for_reply(self, msg_id, cell, timeout, task_poll_output_msg, task_poll_kernel_alive):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:  # the cell ran too long: nbclient's own handling
+                task_poll_kernel_alive.cancel()
+                await self._async_check_alive()
+                msg = await self._async_handle_timeout(timeout, cell)  # raises unless interrupt_on_timeout
+                msg["parent_header"] = {"msg_id": msg_id}
+            else:
+                try:
+                    msg = await ensure_async(self.kc.shell_channel.get_msg(
+                        timeout=SOCKET_POLL_INTERVAL if remaining is None else min(SOCKET_POLL_INTERVAL, remaining)))
+                except Empty:
+                    continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # a reply to another request
+            if self.record_timing:
+                cell["metadata"]["execution"]["shell.execute_reply"] = _timestamp(msg)
+            try:
+                await self._await_outputs(task_poll_output_msg, cell, deadline)
+            finally:
+                task_poll_kernel_alive.cancel()
+            return msg
+
+    async def _await_outputs(self, task_poll_output_msg, cell, deadline: float | None) -> None:
+        """The reply came: wait for the cell's last outputs while they keep arriving (see the class)."""
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(task_poll_output_msg), SOCKET_POLL_INTERVAL)
+                return
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - self._last_output < self.iopub_timeout and (deadline is None or now < deadline):
+                continue
+            task_poll_output_msg.cancel()
+            if self.raise_on_iopub_timeout:
+                raise CellTimeoutError.error_from_timeout_and_cell(
+                    "Timeout waiting for IOPub output", self.iopub_timeout, cell) from None
+            self.log.warning("Timeout waiting for IOPub output")
+            return
+
+    _last_output = 0.0  # when the running cell's last iopub message was handled (monotonic seconds)
+
+    async def _async_poll_output_msg(self, parent_msg_id, cell, cell_index):
+        self._last_output = time.monotonic()
+        while True:
+            try:
+                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=SOCKET_POLL_INTERVAL))
+            except Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)  # raises CellExecutionComplete at the end
+                except CellExecutionComplete:
+                    return
+                finally:
+                    self._last_output = time.monotonic()
+
+
 class _Engine(NBClientEngine):
-    """papermill's nbclient engine, telling a :class:`_Tracker` when each cell starts."""
+    """papermill's nbclient engine running :class:`_Client`, telling a :class:`_Tracker` when each cell starts."""
 
     @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, tracker: _Tracker | None = None, **kwargs):
+    def execute_managed_notebook(cls, nb_man, kernel_name, tracker: _Tracker | None = None, log_output=False,
+                                 stdout_file=None, stderr_file=None, start_timeout=60, execution_timeout=None,
+                                 **kwargs):
         if tracker is not None:
             original = nb_man.cell_start
 
@@ -160,7 +248,12 @@ class _Engine(NBClientEngine):
                 return original(cell, cell_index, **kw)
 
             nb_man.cell_start = cell_start
-        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        # as papermill's NBClientEngine.execute_managed_notebook, with our client
+        kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+        final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout,
+                             kernel_name=kernel_name, log=papermill_logger, log_output=log_output,
+                             stdout_file=stdout_file, stderr_file=stderr_file)
+        return _Client(nb_man, **final).execute()
 
 
 papermill_engines.register(ENGINE_NAME, _Engine)
@@ -290,7 +383,9 @@ def execute_notebook(input_path: str | Path, output_path: str | Path, parameters
             raise NotebookTimeout(output_path, None, name,
                                   f"the kernel did not start within {start_timeout} s ({text})") from error
         cell, ename, evalue, tail = _cell_error(output_path, tracker)
-        if name == "CellTimeoutError":
+        if name == "CellTimeoutError" and "IOPub" in str(error):
+            ename, evalue = name, "the cell finished, but its output stopped arriving before the kernel said it was done"
+        elif name == "CellTimeoutError":
             ename, evalue = name, f"the cell ran longer than the execution timeout of {execution_timeout} s"
         elif name == "DeadKernelError":
             ename, evalue = name, "the kernel died while the cell ran (killed, out of memory, or crashed)"

@@ -9,19 +9,26 @@ A run folder holds each executed notebook, `parameters.json` (what every stage w
 folder, and `summary.json` (profile, overrides, per stage: status, duration, the `results.json` it wrote, or the
 notebook's error: cell, exception type and message, last lines of its traceback). Each notebook runs with a start
 timeout and a per-cell timeout sized to the profile; its progress is printed as it runs.
+
+The run's status is "failed" (and the command exits 1) whenever any stage recorded in the run folder failed, this
+time or before; the summary's `failed` lists them. A stage's output folder is emptied before it runs (kept, apart
+from its `results.json`, when `--resume` finishes it), so its record never shows an earlier run's results. One
+pipeline at a time writes a run folder: a second one on the same folder is refused while the first runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .notebook_run import NotebookError, check_parameters, execute_notebook
+from .notebook_run import NotebookError, NotebookParameterError, check_parameters, execute_notebook
+from .run_folder import (PipelineUsageError, finish_run, prepare_output, read_record, read_results, run_lock,
+                         write_json, failed_stages)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -47,6 +54,8 @@ STAGES = [
 FACTUAL_DATA = "{run}/01_data_alignment/factual_pretraining"
 FACTUAL_ADAPTER = "{run}/02_adapter_pretraining/factual/adapters/factual"
 LINGUISTIC_ADAPTER = "{run}/02_adapter_pretraining/linguistic/adapters/linguistic"
+# notebook 02 with paper_condition=True: the factual adapter pre-trained with LAMA probe facts not held out
+FACTUAL_PAPER_ADAPTER = "{run}/02_adapter_pretraining/factual_paper/adapters/factual_paper"
 FEATURE_CACHE = "{run}/feature_cache"
 
 # Parameters per profile and stage. `output_dir` is always set by the pipeline.
@@ -62,7 +71,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             "adapter_hidden_size": 64, "adapter_heads": 4, "adapter_intermediate_size": 128,
             "adapter_transformer_layers": 1, "epochs": 2, "batch_size": 32, "cache_dir": FEATURE_CACHE,
             "kind_overrides": {"factual": {"keep_feature_cache": False}, "linguistic": {"keep_feature_cache": False}},
-            "device": "cpu"},
+            # the paper's condition beside ours: built like 01's set, LAMA probe facts not held out
+            "paper_condition": True, "paper_condition_data": {"limit": 25, "min_examples": 20},
+            "bootstrap_resamples": 2000, "device": "cpu"},
         "03_finetuning": {
             "tasks": ["openentity", "semeval", "cosmosqa"],
             "limits": {"openentity": {"train": 48, "dev": 24, "test": 24},
@@ -73,8 +84,10 @@ PROFILES: dict[str, dict[str, dict]] = {
             "device": "cpu"},
         "04_lama_probing": {
             "factual_adapter": FACTUAL_ADAPTER, "linguistic_adapter": LINGUISTIC_ADAPTER,
+            "factual_paper_adapter": FACTUAL_PAPER_ADAPTER,
             "corpus_sentences": 60, "seeds": [0, 1], "relations": ["P19", "P36", "P1412"],
-            "facts_per_relation": 15, "device": "cpu",
+            "facts_per_relation": 15, "probe_learning_rates": [1e-3, 3e-3], "probe_max_epochs": 3,
+            "bootstrap_resamples": 2000, "device": "cpu",
             # the positive control: the factual adapter's architecture trained on the 45 probed facts' statements
             "positive_control": True, "positive_control_epochs": 30, "positive_control_learning_rate": 1e-2},
         "05_probing_demo": {"probe_set": "{run}/04_lama_probing/probe_set", "k": 5, "device": "cpu"},
@@ -89,12 +102,17 @@ PROFILES: dict[str, dict[str, dict]] = {
             "backbone": "gemma-3-270m", "adapter_kinds": ["factual"], "factual_data_dir": FACTUAL_DATA,
             "train_examples": 1500, "dev_examples": 300, "max_length": 48, "adapter_hidden_size": 128,
             "adapter_heads": 4, "adapter_intermediate_size": 256, "adapter_transformer_layers": 1, "epochs": 2,
-            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16", "device": "cpu"},
+            "batch_size": 32, "cache_dir": FEATURE_CACHE, "storage_dtype": "bfloat16",
+            # the paper's condition beside ours, built like 01's set (limit 100) without the hold-out
+            "paper_condition": True, "paper_condition_data": {"limit": 100, "min_examples": 20}, "device": "cpu"},
         "04_lama_probing": {
-            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER, "pretrained_head": True,
-            "corpus_sentences": 600, "max_length": 40, "epochs": 1, "batch_size": 128, "learning_rate": 1e-3,
-            "seeds": [0, 1, 2], "relations": None, "facts_per_relation": 100, "feature_cache": FEATURE_CACHE,
-            "probe_batch_size": 64, "device": "cpu",
+            "backbone": "gemma-3-270m", "factual_adapter": FACTUAL_ADAPTER,
+            "factual_paper_adapter": FACTUAL_PAPER_ADAPTER, "pretrained_head": True,
+            # twice the variants of the held-out-only profile: 400 sentences (was 600) and 2 probe seeds (was 3);
+            # the budget search trains the backbone's probe at 2 rates for up to 2 epochs (was: 1 epoch, lr 1e-3)
+            "corpus_sentences": 400, "max_length": 40, "batch_size": 128, "probe_learning_rates": [1e-3, 3e-3],
+            "probe_max_epochs": 2, "seeds": [0, 1], "relations": None, "facts_per_relation": 100,
+            "feature_cache": FEATURE_CACHE, "probe_batch_size": 64, "device": "cpu",
             # the positive control on the probed facts' own prompts (their states are the LAMA probe's, cached once);
             # its own twins are left out to keep the profile's time (the factual adapter keeps both of its twins)
             "positive_control": True, "positive_control_epochs": 10, "positive_control_learning_rate": 1e-2,
@@ -200,17 +218,14 @@ def stage_parameters(profile: str, stage: Stage, run_dir: Path) -> dict:
     return params
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written summary
-
-
 # How long one notebook cell may run before its stage fails as hung, per profile (seconds). A stage's longest cell
 # (fine-tuning every setting, pre-training both kinds) must fit: smoke stages take minutes on 2 CPU cores; the
 # paper's fine-tuning of RoBERTa-large over 27 runs takes days on one GPU. Other profiles get the default;
 # `--cell-timeout` overrides.
-CELL_TIMEOUTS = {"smoke": 30 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60, "gemma": 2 * 3600}
+# smoke: its longest cells (02's pre-training of both kinds, 03's fine-tuning table) took 459 s and 340 s on 2 cores
+# shared with ~15 runnable jobs (a full smoke run, 21 min); 20 min leaves room for that and still reports a stalled
+# cell as a hang within minutes.
+CELL_TIMEOUTS = {"smoke": 20 * 60, "paper": 7 * 24 * 3600, "rehearsal-narrow": 30 * 60, "gemma": 2 * 3600}
 DEFAULT_CELL_TIMEOUT = 24 * 3600
 START_TIMEOUT = 120  # seconds for a kernel to start
 
@@ -225,7 +240,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
     target, sep, raw = text.partition("=")
     stage, dot, name = target.partition(".")
     if not sep or not dot or not stage or not name:
-        raise ValueError(f"--set {text!r}: expected STAGE.PARAMETER=VALUE, e.g. 00_quickstart.backbone=roberta-large")
+        raise PipelineUsageError(f"--set {text!r}: expected STAGE.PARAMETER=VALUE, e.g. 00_quickstart.backbone=roberta-large")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -233,11 +248,15 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return stage, name, value
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is damaged ({err}); it cannot be resumed or extended") from None
+def check_cell_timeout(seconds) -> float | None:
+    """A cell timeout must be a positive, finite number of seconds (None: the profile's)."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+            or seconds <= 0:
+        raise PipelineUsageError(f"cell timeout {seconds!r}: give a positive number of seconds (a hung cell must "
+                                 "still fail); leave it out for the profile's own")
+    return float(seconds)
 
 
 def run_pipeline(
@@ -253,91 +272,131 @@ def run_pipeline(
 
     A run folder belongs to one profile, recorded in its summary: ``resume`` (and a new call on an existing
     `run_dir`) keeps that profile and the recorded ``overrides`` (``{stage: {parameter: value}}``); asking for
-    another profile is an error. ``resume`` skips finished stages; without it the chosen stages run again and the
-    records of the other stages are kept. ``parameters.json`` records what each stage that ran was given.
+    another profile is an error, and so is ``only`` naming a stage the profile does not list. ``resume`` skips
+    finished stages; without it the chosen stages run again and the records of the other stages are kept.
+    ``parameters.json`` records what each stage that ran was given. The summary's status is "failed" while any
+    recorded stage is. Usage problems raise :class:`PipelineUsageError` before anything runs.
     """
-    stages = [s for s in STAGES if not only or s.name in only]
+    timeout = check_cell_timeout(cell_timeout_s)
     unknown = set(only or []) - {s.name for s in STAGES}
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
+        raise PipelineUsageError(f"unknown stage(s) {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
     unknown = set(overrides or {}) - {s.name for s in STAGES}
     if unknown:
-        raise ValueError(f"overrides for unknown stage(s) {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
+        raise PipelineUsageError(f"overrides for unknown stage(s) {sorted(unknown)}; "
+                                 f"stages are {[s.name for s in STAGES]}")
     if resume and (run_dir is None or not Path(run_dir).is_dir()):
-        raise ValueError(f"cannot resume {run_dir}: no such run folder")
+        raise PipelineUsageError(f"cannot resume {run_dir}: no such run folder")
     if run_dir is None:
         run_dir = REPO_ROOT / "runs" / f"{profile or 'smoke'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(run_dir).resolve()  # notebooks run in notebooks/: a relative run folder would split the run
     summary_path = run_dir / "summary.json"
-    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    # read what is recorded and check everything before the folder is created or locked
+    summary = read_record(summary_path) if summary_path.is_file() else {}
+    profile, stages, parameters = _plan(summary, profile, run_dir, only, overrides)
+    with run_lock(run_dir):
+        # the folder's records as they are now, under the lock (another pipeline may have finished since)
+        summary = read_record(summary_path) if summary_path.is_file() else {}
+        _plan(summary, profile, run_dir, only, overrides)
+        return _run_stages(summary, profile, stages, parameters, run_dir, overrides, resume, kernel_name,
+                           timeout or cell_timeout(profile))
+
+
+def _plan(summary: dict, profile: str | None, run_dir: Path, only, overrides):
+    """(profile, stages to run, their parameters), checked: nothing has run yet."""
     recorded = summary.get("profile")
     if recorded and profile and profile != recorded:
-        raise ValueError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
-                         f"(leave out --profile, or use a new --run-dir)")
+        raise PipelineUsageError(f"{run_dir} is a {recorded!r} run; it cannot continue as {profile!r} "
+                                 f"(leave out --profile, or use a new --run-dir)")
     profile = recorded or profile or "smoke"
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
-    if not only:  # a profile runs the stages it lists (the gemma profile has no fine-tuning stage)
-        stages = [s for s in stages if s.name in PROFILES[profile]]
-    merged = {stage: dict(values) for stage, values in summary.get("overrides", {}).items()}
-    for stage, values in (overrides or {}).items():
-        merged.setdefault(stage, {}).update(values)
-
+        raise PipelineUsageError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    # a profile runs the stages it lists (the gemma profile has no fine-tuning stage); --only chooses among them
+    listed = [s for s in STAGES if s.name in PROFILES[profile]]
+    unlisted = [name for name in only or [] if name not in PROFILES[profile]]
+    if unlisted:
+        raise PipelineUsageError(f"the {profile!r} profile does not run {unlisted} (it would run with the notebook's "
+                                 f"own defaults, not the profile's); its stages are {[s.name for s in listed]}")
+    stages = [s for s in listed if not only or s.name in only]
+    merged = _merged_overrides(summary, overrides)
     parameters = {}
     for stage in stages:
         params = stage_parameters(profile, stage, run_dir)
+        if "output_dir" in merged.get(stage.name, {}):  # it is emptied before the stage runs: never a user's folder
+            raise PipelineUsageError(f"--set {stage.name}.output_dir: a stage's output folder is set by the pipeline "
+                                     "(<run-dir>/<stage>); choose the run folder with --run-dir")
         params.update(_fill(merged.get(stage.name, {}), run_dir))
         # refuse a misspelt or mistyped parameter now, before any stage runs
         check_parameters(NOTEBOOKS / stage.notebook, params)
         parameters[stage.name] = params
+    return profile, stages, parameters
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _merged_overrides(summary: dict, overrides: dict | None) -> dict:
+    merged = {stage: dict(values) for stage, values in summary.get("overrides", {}).items()}
+    for stage, values in (overrides or {}).items():
+        merged.setdefault(stage, {}).update(values)
+    return merged
+
+
+def _run_stages(summary, profile, stages, parameters, run_dir: Path, overrides, resume, kernel_name,
+                timeout: float) -> dict:
+    summary_path = run_dir / "summary.json"
     prepare_run(profile, run_dir)
+    merged = _merged_overrides(summary, overrides)
     summary.update({"profile": profile, "run_dir": str(run_dir)})
     if merged:
         summary["overrides"] = merged
     summary.setdefault("stages", {})
     parameters_path = run_dir / "parameters.json"
-    recorded_parameters = _read_json(parameters_path) if parameters_path.is_file() else {}
-    timeout = cell_timeout_s or cell_timeout(profile)
+    recorded_parameters = read_record(parameters_path) if parameters_path.is_file() else {}
 
     for stage in stages:
-        if resume and summary["stages"].get(stage.name, {}).get("status") == "ok":
+        previous = summary["stages"].get(stage.name, {})
+        if resume and previous.get("status") == "ok":
             print(f"[pipeline] {stage.name}: already done, skipped")
             continue
         params = parameters[stage.name]
         recorded_parameters[stage.name] = params  # what runs now; finished stages keep what they ran with
-        _write_json(parameters_path, recorded_parameters)
-        Path(params["output_dir"]).mkdir(parents=True, exist_ok=True)
+        write_json(parameters_path, recorded_parameters)
+        output_dir = Path(params["output_dir"])
+        prepare_output(output_dir, keep=resume and bool(previous))
         print(f"[pipeline] {stage.name}: running with {params}", flush=True)
-        start = time.perf_counter()
-        record = {"notebook": stage.notebook, "executed": str(run_dir / stage.notebook)}
-        try:
-            execute_notebook(
-                NOTEBOOKS / stage.notebook, run_dir / stage.notebook, parameters=params, kernel_name=kernel_name,
-                cwd=NOTEBOOKS, start_timeout=START_TIMEOUT, execution_timeout=timeout, label=stage.name,
-                log=lambda line: print(line, flush=True), check=False,
-            )
-            record["status"] = "ok"
-        except NotebookError as err:  # recorded, then the run stops: later stages depend on this one
-            record.update(status="failed", error=str(err)[:4000])
-        except Exception as err:  # noqa: BLE001 - papermill itself failed (e.g. the notebook cannot be read)
-            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:4000])
-        record["seconds"] = round(time.perf_counter() - start, 1)
-        results = Path(params["output_dir"]) / "results.json"
-        if results.exists():
-            record["results"] = json.loads(results.read_text())
+        record = _run_stage(stage, params, run_dir, kernel_name, timeout)
         summary["stages"][stage.name] = record
-        _write_json(summary_path, summary)
+        write_json(summary_path, summary)
         print(f"[pipeline] {stage.name}: {record['status']} in {record['seconds']} s", flush=True)
-        if record["status"] != "ok":
+        if record["status"] != "ok":  # the run stops: later stages depend on this one
             print(f"[pipeline] {stage.name} failed: {record['error']}", file=sys.stderr, flush=True)
-            summary["status"] = "failed"
-            _write_json(summary_path, summary)
-            return summary
-    summary["status"] = "ok"
-    _write_json(summary_path, summary)
-    return summary
+            break
+    return finish_run(summary, summary_path)
+
+
+def _run_stage(stage: Stage, params: dict, run_dir: Path, kernel_name: str, timeout: float) -> dict:
+    """Execute one stage's notebook; its record: status, seconds, the results.json it wrote or its error."""
+    start = time.perf_counter()
+    record = {"notebook": stage.notebook, "executed": str(run_dir / stage.notebook)}
+    try:
+        execute_notebook(
+            NOTEBOOKS / stage.notebook, run_dir / stage.notebook, parameters=params, kernel_name=kernel_name,
+            cwd=NOTEBOOKS, start_timeout=START_TIMEOUT, execution_timeout=timeout, label=stage.name,
+            log=lambda line: print(line, flush=True), check=False,
+        )
+        record["status"] = "ok"
+    except NotebookError as err:
+        record.update(status="failed", error=str(err)[:4000])
+    except Exception as err:  # noqa: BLE001 - papermill itself failed (e.g. the notebook cannot be read)
+        record.update(status="failed", error=f"{type(err).__name__}: {err}"[:4000])
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    results = Path(params["output_dir"]) / "results.json"
+    if results.exists():
+        content, problem = read_results(results)
+        if problem:  # cut short: the stage's results are not usable, whatever its cells did
+            record.setdefault("error", f"its results cannot be read: {problem}")
+            record["status"] = "failed"
+        else:
+            record["results"] = content
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,15 +425,17 @@ def main(argv: list[str] | None = None) -> int:
             overrides.setdefault(stage, {})[name] = value
         summary = run_pipeline(args.profile, args.resume or args.run_dir, args.only, resume=bool(args.resume),
                                overrides=overrides, cell_timeout_s=args.cell_timeout)
-    except ValueError as err:
+    except (PipelineUsageError, NotebookParameterError) as err:  # nothing ran: a usage error (exit 2)
         parser.error(str(err))
     print(json.dumps({k: v for k, v in summary.items() if k != "stages"}
                      | {"stages": {n: s["status"] for n, s in summary["stages"].items()}}, indent=2))
-    if summary["status"] != "ok":
-        failed = [n for n, s in summary["stages"].items() if s["status"] != "ok"]
-        print(f"[pipeline] failed at {failed}; see {summary['run_dir']}/summary.json", file=sys.stderr)
+    failed = failed_stages(summary)
+    if failed:  # this run's stages or ones recorded earlier: the run folder is not a finished run
+        print(f"[pipeline] the run has failed stages {failed}; see {summary['run_dir']}/summary.json",
+              file=sys.stderr)
         for name in failed:
-            print(summary["stages"][name].get("error", "").splitlines()[0], file=sys.stderr)
+            error = (summary["stages"][name].get("error") or "no error recorded").splitlines()[0]
+            print(f"  {name}: {error}", file=sys.stderr)
         return 1
     return 0
 

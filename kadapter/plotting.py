@@ -299,3 +299,25 @@ def dependency_arcs_figure(words, heads, predicted_heads=None, title: str = "",
                       yaxis=dict(visible=False, range=[bottom, top + 0.2]),
                       legend=dict(orientation="h", y=1.1), plot_bgcolor="white")
     return fig
+
+
+def comparison_figure(comparisons, title: str = "paired differences (95% bootstrap CI)") -> go.Figure:
+    """Each :class:`kadapter.statistics.Comparison` as a point at its difference (variant − reference) with its
+    confidence interval as error bars; a vertical line at zero. Labels read "variant − reference"."""
+    comparisons = list(comparisons)
+    labels = [f"{c.variant} − {c.reference}" for c in comparisons]
+    colors = ["#1f77b4" if not c.excludes_zero else ("#2ca02c" if c.delta > 0 else "#d62728") for c in comparisons]
+    fig = go.Figure(go.Scatter(
+        x=[c.delta for c in comparisons], y=labels, mode="markers", marker=dict(size=9, color=colors),
+        error_x=dict(type="data", symmetric=False, array=[c.ci_high - c.delta for c in comparisons],
+                     arrayminus=[c.delta - c.ci_low for c in comparisons], visible=True),
+        customdata=[[c.p_mcnemar if c.p_mcnemar is not None else float("nan"), c.n_items, c.n_seeds]
+                    for c in comparisons],
+        hovertemplate="%{y}: Δ = %{x:+.3f}<br>McNemar p = %{customdata[0]:.3g}<br>"
+                      "%{customdata[1]} items × %{customdata[2]} seeds<extra></extra>"))
+    fig.add_vline(x=0, line=dict(color="black", dash="dot"))
+    metrics = {c.metric for c in comparisons}
+    metric = metrics.pop() if len(metrics) == 1 else " (each row's own metric)"
+    fig.update_layout(title=title, xaxis=dict(title=f"Δ{metric}"), yaxis=dict(autorange="reversed"),
+                      height=max(260, 34 * len(comparisons) + 140), margin=dict(l=320))
+    return fig

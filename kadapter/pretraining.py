@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict
-from safetensors.torch import save_file
 from torch import nn
 
 from . import metrics as M
@@ -34,6 +33,7 @@ from .config import AdapterConfig
 from .encoding import PadCollator, encode_dependency_dataset, encode_relation_dataset
 from .heads import IGNORE_INDEX, DependencyHeadPredictor, RelationClassificationHead, TaskModel
 from .model import KAdapterModel
+from .safe_files import save_safetensors
 from .training import TrainConfig, Trainer, trainable_state
 
 BASELINE = "no_adapter"  # the name under which the head-on-backbone-alone baseline is reported
@@ -150,11 +150,13 @@ def subsample(dataset: Dataset, n: int | None, seed: int) -> Dataset:
 
 
 def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples: int | None = None,
-                   seed: int = 0, factual_data_dir: str | Path | None = None) -> tuple[DatasetDict, dict]:
+                   seed: int = 0, factual_data_dir: str | Path | None = None,
+                   factual_build: dict | None = None) -> tuple[DatasetDict, dict]:
     """The real pre-training data of an adapter kind, optionally subsampled.
 
-    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out), built here
-    or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
+    factual: ``data_prep.factual`` (LAMA T-REx evidence, FewRel, Re-DocRED; LAMA probe facts held out unless
+    ``factual_build`` says ``hold_out_probe=False``: the paper's condition), built here with ``factual_build``'s
+    options or loaded from ``factual_data_dir`` (``save_factual_dataset``); linguistic: UD English EWT train / dev.
     """
     if kind == "factual":
         if factual_data_dir is not None:
@@ -166,8 +168,13 @@ def load_task_data(kind: str, *, train_examples: int | None = None, dev_examples
         else:
             from data_prep.factual import build_factual_pretraining_set
 
-            data, report = build_factual_pretraining_set(hold_out_probe=True)
-        report = {"source": "data_prep.factual (LAMA probe facts held out)",
+            data, report = build_factual_pretraining_set(**{"hold_out_probe": True, **(factual_build or {})})
+        # the builder's own record of its option; a saved set without its report leaves it unknown (None)
+        held_out = report.get("options", {}).get("hold_out_probe", "holdout" in report) if report else None
+        condition = {True: "LAMA probe facts held out", False: "LAMA probe facts NOT held out: the paper's condition",
+                     None: "no factual_stats.json: whether LAMA probe facts were held out is unknown"}[held_out]
+        report = {"source": f"data_prep.factual ({condition})",
+                  "hold_out_probe": held_out,
                   "relations_kept": report.get("relations_kept"), "holdout": report.get("holdout"),
                   "full_train": len(data["train"]), "full_dev": len(data["dev"])}
     elif kind == "linguistic":
@@ -423,8 +430,8 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                     relative_distance_from_init=diagnostics["relative_distance_from_init"]))
             # adapter + fusion + head: everything needed to re-run this model's dev evaluation
             (out / "task_models").mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in trainable_state(model).items()},
-                      str(out / "task_models" / f"{name}.safetensors"))
+            save_safetensors({k: v.contiguous() for k, v in trainable_state(model).items()},
+                             out / "task_models" / f"{name}.safetensors")
         results["models"][name] = entry
     timings["total_s"] = time.perf_counter() - started
     results["timings"] = {k: round(v, 3) for k, v in timings.items()}

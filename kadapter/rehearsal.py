@@ -22,7 +22,10 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 from pathlib import Path
+
+from .safe_files import ordinary_permissions
 
 # RoBERTa-large as on the hub (config.json of `roberta-large`).
 ROBERTA_LARGE = dict(
@@ -89,17 +92,30 @@ def write_checkpoint(directory: str | Path, width: str = "full", seed: int = 0, 
     marker = directory / MARKER
     settings = {**WIDTHS[width], **config_overrides}
     wanted = {"width": width, "seed": seed, "config": settings}
-    if marker.is_file() and not overwrite and json.loads(marker.read_text()) == wanted:
+    if not overwrite and _marker(marker) == wanted:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
+    # The marker says "complete": it goes first, so a rewrite cut short (killed, disk full) is never trusted later
+    marker.unlink(missing_ok=True)
     tokenizer = train_tokenizer(directory, settings["vocab_size"], texts)
     torch.manual_seed(seed)
     config = RobertaConfig(**settings, architectures=["RobertaForMaskedLM"])
     model = RobertaForMaskedLM(config)
     model.save_pretrained(str(directory), safe_serialization=True)
     assert len(tokenizer) == config.vocab_size
-    marker.write_text(json.dumps(wanted, indent=2) + "\n")  # last: a half-written folder is rewritten
+    ordinary_permissions(directory)  # save_pretrained writes the weights 0600
+    tmp = marker.with_name(f".{MARKER}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(wanted, indent=2) + "\n")
+    os.replace(tmp, marker)  # last, and whole: a half-written folder is rewritten
     return directory
+
+
+def _marker(path: Path) -> dict | None:
+    """The completion marker's content; None when it is missing or unreadable (the folder is then rewritten)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

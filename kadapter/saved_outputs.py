@@ -16,21 +16,23 @@ from pathlib import Path
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 STATIC_MIMES = ("text/html", "image/png", "image/svg+xml", "image/jpeg")
-_SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc=[\"']([^\"']+)[\"']", re.IGNORECASE)
+# src="…", src='…' or an unquoted src=… (HTML allows all three)
+_SCRIPT_SRC = re.compile(r"""<script[^>]*?\bsrc\s*=\s*(?:"([^"]+)"|'([^']+)'|([^\s"'=<>`]+))""", re.IGNORECASE)
+_REMOTE = re.compile(r"(https?:)?//", re.IGNORECASE)
 _PROGRESS_TEXT = re.compile(r"\d+%\|")
 
 
 def notebook_problems(path: str | Path) -> list[str]:
     """Widget-only outputs of an executed notebook, one line per cell: "file: cell N: ..."."""
     path = Path(path)
-    try:
-        notebook = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        return [f"{path}: not a notebook (JSON error at line {err.lineno}: {err.msg})"]
+    notebook, problem = _read_notebook(path)
+    if problem:
+        return [f"{path}: not a notebook ({problem})"]
     problems = []
-    code_cells = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
+    code_cells = [c for c in notebook["cells"] if isinstance(c, dict) and c.get("cell_type") == "code"]
     for number, cell in enumerate(code_cells, start=1):
-        outputs = [o for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")]
+        outputs = [o for o in cell.get("outputs") or [] if isinstance(o, dict)
+                   and o.get("output_type") in ("display_data", "execute_result") and isinstance(o.get("data"), dict)]
         widgets = [o for o in outputs if WIDGET_MIME in o.get("data", {})]
         if not widgets:
             continue
@@ -47,14 +49,30 @@ def notebook_problems(path: str | Path) -> list[str]:
     return problems
 
 
+def _read_notebook(path: Path) -> tuple[dict, str]:
+    """(the notebook's JSON, "") or ({}, why it is not a notebook): never an exception for a damaged file."""
+    try:
+        notebook = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        return {}, f"not UTF-8 text at byte {err.start}"
+    except json.JSONDecodeError as err:
+        return {}, f"JSON error at line {err.lineno}: {err.msg}"
+    if not isinstance(notebook, dict):
+        return {}, f"a JSON {type(notebook).__name__.replace('dict', 'object')}, not an object"
+    if not isinstance(notebook.get("cells", []), list):
+        return {}, "'cells' is not a list"
+    notebook.setdefault("cells", [])
+    return notebook, ""
+
+
 def html_problems(path: str | Path) -> list[str]:
     """Why an HTML page would not show its figure offline (empty list: it would)."""
     path = Path(path)
     text = path.read_text(errors="replace")
     if "plotly" not in text.lower():
         return []
-    sources = _SCRIPT_SRC.findall(text)
-    remote = [s for s in sources if re.match(r"(https?:)?//", s)]
+    sources = ["".join(groups) for groups in _SCRIPT_SRC.findall(text)]
+    remote = [s for s in sources if _REMOTE.match(s)]
     local = [s for s in sources if s not in remote]
     missing = [s for s in local if s.endswith(".js") and not (path.parent / s).is_file()]
     embedded = "Plotly.newPlot" in text and _embeds_plotly_js(text)

@@ -13,14 +13,14 @@ epochs stops training. Metrics go to ``metrics.jsonl``. Checkpoints (trainable w
 process's RNG state and the position in the epoch's data order) are written atomically (temp file + rename); a
 run killed at any point resumes from its last checkpoint and ends with the same weights as an uninterrupted run.
 The data order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, so resuming needs no replay.
+Checkpoints hold tensors and plain values only and are read weights-only; a resume first checks the config, the data
+and every model's architecture (:mod:`kadapter.checkpoints`). A NaN or infinite loss or gradient norm stops training
+with :class:`NonFiniteTrainingError` naming the step.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import random
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,20 +33,31 @@ from accelerate.utils import gather_object, send_to_device, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .checkpoints import (  # noqa: F401 - atomic_save, trainable_state, data_fingerprint: importable from here
+    NOT_COMPARED_ON_RESUME, architecture, atomic_save, data_fingerprint, load_trainable_state, resume_differences,
+    resume_fields, rng_state, set_rng_state, trainable_state,
+)
 from .progress import progress_bar
-
 from .safe_files import DamagedFileError, load_torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "train_summary.json"
-# Changing any of these changes the trajectory: a checkpoint written under other values is not resumed.
-_RESUME_KEYS = ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "seed")
+
+
+def _run_only(default):
+    """A TrainConfig field that does not change what training computes: a checkpoint resumes under another value
+    (every field not marked so is compared on resume, :func:`kadapter.checkpoints.resume_fields`)."""
+    return field(default=default, metadata=NOT_COMPARED_ON_RESUME)
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """The loss or the gradient norm of a training step is NaN or infinite: training stops there."""
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str
+    output_dir: str = field(metadata=NOT_COMPARED_ON_RESUME)
     epochs: int = 3
     batch_size: int = 32  # global batch: split evenly across processes
     learning_rate: float = 1e-4
@@ -57,16 +68,16 @@ class TrainConfig:
     metric: str | None = None  # dev metric for early stopping and best weights; None: keep the last weights
     greater_is_better: bool = True
     patience: int | None = None  # epochs without improvement before a model stops; None: never
-    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    checkpoint_every: int = _run_only(0)  # also checkpoint every N optimizer steps (0: at epoch ends only)
     # A finished run deletes its checkpoint (weights + optimizer state) and best-weights copy: they serve resuming
     # mid-run only, and for a fine-tuned RoBERTa-large they are ~5.7 GB. True keeps them.
-    keep_checkpoints: bool = False
+    keep_checkpoints: bool = _run_only(False)
     mixed_precision: str = "auto"  # "auto" = bf16 on GPU, none on CPU; or "no" / "bf16" / "fp16"
-    cpu: bool = False  # force CPU even when a GPU is visible
-    log_every: int = 10  # log the batch loss every N steps, and at the last step of every epoch
-    progress: bool = True
-    desc: str = "train"  # names the run in progress lines and metric lines (e.g. task, setting, seed)
-    resume: bool = True  # continue from output_dir's checkpoint when there is one
+    cpu: bool = _run_only(False)  # force CPU even when a GPU is visible
+    log_every: int = _run_only(10)  # log the batch loss every N steps, and at the last step of every epoch
+    progress: bool = _run_only(True)
+    desc: str = _run_only("train")  # names the run in progress lines and metric lines (e.g. task, setting, seed)
+    resume: bool = _run_only(True)  # continue from output_dir's checkpoint when there is one
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -94,101 +105,6 @@ class LoopState:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def atomic_save(obj, path: str | Path) -> None:
-    """torch.save to a temporary file next to `path`, flushed to disk, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only what training changes: parameters that require grad (the frozen backbone is left out)."""
-    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    expected = {name for name, p in model.named_parameters() if p.requires_grad}
-    if set(state) != expected:
-        raise ValueError(f"checkpoint does not match the model: missing {sorted(expected - set(state))}, "
-                         f"unexpected {sorted(set(state) - expected)}")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-def _hash_item(digest, item) -> None:
-    """Feed one training item (tensors, arrays, numbers, strings, nested lists and dicts) into ``digest``."""
-    if isinstance(item, torch.Tensor):
-        item = item.detach().cpu()
-        digest.update(f"T{item.dtype}{tuple(item.shape)}".encode())
-        digest.update(item.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if item.numel() else b"")
-    elif isinstance(item, np.ndarray):
-        digest.update(f"A{item.dtype}{item.shape}".encode() + np.ascontiguousarray(item).tobytes())
-    elif isinstance(item, Mapping):
-        digest.update(b"{")
-        for key in sorted(item, key=str):
-            digest.update(repr(key).encode())
-            _hash_item(digest, item[key])
-        digest.update(b"}")
-    elif isinstance(item, (list, tuple)):
-        digest.update(b"[")
-        for value in item:
-            _hash_item(digest, value)
-        digest.update(b"]")
-    else:
-        digest.update(repr(item).encode())
-
-
-def data_fingerprint(data) -> str:
-    """A hash of the training examples' content: what a checkpoint is resumed on must be what it was trained on.
-
-    A dataset may say what it holds itself (a ``fingerprint()`` method or string attribute: the feature cache's
-    rows do); a ``datasets.Dataset`` is hashed from its Arrow data; any other map-style dataset item by item.
-    """
-    own = getattr(data, "fingerprint", None)
-    own = own() if callable(own) else own
-    if isinstance(own, str):
-        return own
-    digest = hashlib.sha256(f"n={len(data)}".encode())
-    try:
-        import datasets
-        import pyarrow as pa
-    except ImportError:  # pragma: no cover - both are dependencies
-        datasets = None
-    if datasets is not None and isinstance(data, datasets.Dataset):
-        table = data.with_format("arrow")[:]
-        for batch in table.to_batches(max_chunksize=8192):
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, batch.schema) as writer:
-                writer.write_batch(batch)
-            digest.update(sink.getvalue().to_pybytes())
-        return digest.hexdigest()[:16]
-    for index in range(len(data)):
-        _hash_item(digest, data[index])
-    return digest.hexdigest()[:16]
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The global batches of one epoch: a permutation drawn from (seed, epoch) only, cut into batches."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -333,14 +249,30 @@ class Trainer:
             model.train()
             with self.accelerator.autocast():
                 loss = _loss_of(model(**batch))
+            self._check_finite(name, "loss", loss)
             self.accelerator.backward(loss)
-            if self.config.max_grad_norm:
-                self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+            # max_grad_norm 0: no clipping, but the norm is still measured (an infinite bound clips nothing)
+            norm = self.accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm or math.inf)
+            if self.accelerator.mixed_precision != "fp16":  # fp16's loss scaler skips overflowing steps itself
+                self._check_finite(name, "gradient norm", norm)
             self.optimizers[name].step()
             self.schedulers[name].step()
             self.optimizers[name].zero_grad(set_to_none=True)
             losses[name] = loss.item()
         return losses
+
+    def _check_finite(self, name: str, what: str, value) -> None:
+        """Stop on a NaN or infinite loss or gradient norm, naming the step: nothing after it would mean anything
+        (the weights turn NaN and every later score with them)."""
+        value = float(value.detach() if isinstance(value, torch.Tensor) else value) if value is not None else 0.0
+        if math.isfinite(value):
+            return
+        who = f"{self.config.desc}" + ("" if name == "model" else f" · {name}")
+        lrs = ", ".join(f"{lr:g}" for lr in self.schedulers[name].get_last_lr())
+        raise NonFiniteTrainingError(
+            f"[{who}] the {what} is {value} at step {self.state.global_step + 1} (epoch {self.state.epoch + 1}, "
+            f"batch {self.state.step_in_epoch + 1} of {self.steps_per_epoch}); training stopped there. A learning "
+            f"rate too high (now {lrs}, peak {self.config.learning_rate:g}) or non-finite inputs are the usual causes")
 
     def end_epoch(self, bar) -> None:
         cfg = self.config
@@ -409,11 +341,12 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
 
     def save_checkpoint(self) -> None:
-        rng = gather_object([_rng_state()])  # one per process, in rank order
+        rng = gather_object([rng_state()])  # one per process, in rank order
         if self.is_main:
             atomic_save({
                 "config": asdict(self.config),
                 "data_fingerprint": self.data_fingerprint,
+                "architecture": self.architectures,
                 "loop": asdict(self.state),
                 "rng": rng,
                 "runs": {name: {"state": asdict(run), "model": trainable_state(self.unwrapped(name)),
@@ -430,18 +363,30 @@ class Trainer:
             self._data_fingerprint = data_fingerprint(self.train_data)
         return self._data_fingerprint
 
+    @property
+    def architectures(self) -> dict[str, dict]:
+        """Each model's :func:`kadapter.checkpoints.architecture` (what it computes besides its weights)."""
+        return {name: architecture(self.unwrapped(name)) for name in self.models}
+
     def load_checkpoint(self) -> None:
         path = self.output_dir / CHECKPOINT_NAME
-        ckpt = load_torch(path, weights_only=False)
+        ckpt = load_torch(path)  # weights-only: a planted pickle is refused before anything in it runs
         if not isinstance(ckpt, dict) or not {"config", "loop", "rng", "runs"} <= set(ckpt):
             raise DamagedFileError(path, "not a kadapter training checkpoint (fields config, loop, rng, runs)")
-        changed = {k: (ckpt["config"].get(k), getattr(self.config, k)) for k in _RESUME_KEYS
-                   if ckpt["config"].get(k) != getattr(self.config, k)}
+        now = asdict(self.config)
+        changed = resume_differences({k: ckpt["config"].get(k) for k in resume_fields(TrainConfig)},
+                                     {k: now[k] for k in resume_fields(TrainConfig)})
         saved_data = ckpt.get("data_fingerprint")
         if saved_data != self.data_fingerprint:
             changed["training data"] = (saved_data or "not recorded", self.data_fingerprint)
+        saved_architectures = ckpt.get("architecture") or {}
+        for name, current in self.architectures.items():
+            for where, values in resume_differences(saved_architectures.get(name, {}), current).items():
+                changed[where if name == "model" else f"{name}: {where}"] = values
         if changed:
-            raise ValueError(f"{path} is a checkpoint of another run (saved vs now: {changed}); "
+            listed = "; ".join(f"{k}: {saved!r} -> {current!r}" for k, (saved, current) in list(changed.items())[:12])
+            more = f" (and {len(changed) - 12} more)" if len(changed) > 12 else ""
+            raise ValueError(f"{path} is a checkpoint of another run (saved -> now: {listed}{more}); "
                              "use a new output_dir or resume=False")
         if set(ckpt["runs"]) != set(self.models):
             raise ValueError(f"checkpoint trains {sorted(ckpt['runs'])}, this run {sorted(self.models)}")
@@ -454,7 +399,7 @@ class Trainer:
             self.optimizers[name].load_state_dict(saved["optimizer"])
             self.schedulers[name].load_state_dict(saved["scheduler"])
             self.runs[name] = RunState(**saved["state"])
-        _set_rng_state(ckpt["rng"][self.accelerator.process_index])
+        set_rng_state(ckpt["rng"][self.accelerator.process_index])
         if self.is_main:  # forget what was logged after the checkpoint: those steps are trained again
             path = self.output_dir / METRICS_NAME
             kept = [line for line, record in read_metrics(path) if record["step"] <= self.state.global_step]

@@ -230,9 +230,23 @@ def test_tokenizer_requirements(minilm_tokenizer):
         encode_heads(WORDS, HEADS[:-1], minilm_tokenizer)
     with pytest.raises(ValueError, match="outside"):
         encode_heads(WORDS, [2, 3, 0, 3, 9], minilm_tokenizer)
+
+
+def test_head_labels_are_right_under_left_padding(minilm_tokenizer):
+    """A causal LM's tokenizer pads on the left: ROOT is then the first real token, every label shifts with the
+    padding, and an unpadded encoding is the same under either padding side."""
     left = AutoTokenizer.from_pretrained(minilm_tokenizer.name_or_path, padding_side="left")
-    with pytest.raises(ValueError, match="right padding"):
-        encode_heads(WORDS, HEADS, left)
+    right = encode_heads(WORDS, HEADS, minilm_tokenizer, 32)
+    assert encode_heads(WORDS, HEADS, left, 32, padding=False) == encode_heads(WORDS, HEADS, minilm_tokenizer, 32,
+                                                                                padding=False)
+    padded = encode_heads(WORDS, HEADS, left, 32)
+    pads = padded["attention_mask"].index(1)
+    assert pads == 32 - sum(right["attention_mask"]) > 0
+    assert padded["input_ids"][pads:] == right["input_ids"][:32 - pads]
+    shifted = [IGNORE_INDEX if x == IGNORE_INDEX else x + pads for x in right["head_labels"][:32 - pads]]
+    assert padded["head_labels"] == [IGNORE_INDEX] * pads + shifted
+    root_word = HEADS.index(0)
+    assert padded["head_labels"][padded["word_starts"][root_word]] == pads  # ROOT: the [CLS] after the pads
 
 
 def test_dataset_map_matches_single_encoding(tokenizer, dev):

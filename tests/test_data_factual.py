@@ -200,28 +200,30 @@ def squashed(text):
 
 @pytest.fixture(scope="module")
 def independent_probe():
-    """The LAMA probe read straight from the files: labels of all 29,411 facts, Wikidata ids via uuid."""
-    labels, uuids = set(), {}
+    """The LAMA probe read straight from the files: the entity pairs (unordered, any relation) of all 29,411 facts,
+    by label and by Wikidata ids via uuid."""
+    labels, uuids = set(), set()
     for path in data_path("lama", "TREx_lms_vocab").glob("*.jsonl"):
         for line in path.read_text().splitlines():
             fact = json.loads(line)
-            labels.add((path.stem, squashed(fact["sub_label"]), squashed(fact["obj_label"])))
-            uuids[fact["uuid"]] = path.stem
+            labels.add(frozenset((squashed(fact["sub_label"]), squashed(fact["obj_label"]))))
+            uuids.add(fact["uuid"])
     ids = set()
     for path in data_path("lama", "TREx").glob("*.jsonl"):
         for line in path.read_text().splitlines():
             fact = json.loads(line)
             if fact["uuid"] in uuids:
-                ids.add((fact["predicate_id"], fact["sub_uri"], fact["obj_uri"]))
+                ids.add(frozenset((fact["sub_uri"], fact["obj_uri"])))
     return labels, ids
 
 
 def states_probe_fact(record, probe):
+    """Whether the record's two entities are a probe fact's, whatever its relation and order."""
     labels, ids = probe
     tokens = record["tokens"]
-    label = (record["relation"], squashed("".join(tokens[record["subj_start"]:record["subj_end"]])),
-             squashed("".join(tokens[record["obj_start"]:record["obj_end"]])))
-    return label in labels or (record["relation"], record["subj_id"], record["obj_id"]) in ids
+    label = frozenset((squashed("".join(tokens[record["subj_start"]:record["subj_end"]])),
+                       squashed("".join(tokens[record["obj_start"]:record["obj_end"]]))))
+    return label in labels or frozenset((record["subj_id"], record["obj_id"])) in ids
 
 
 @pytest.fixture(scope="module")
@@ -238,14 +240,16 @@ def subset_records():
 
 
 def test_probe_facts_from_lama(probe, independent_probe):
-    # 29,411 facts; 29,392 distinct once labels are compared case- and space-insensitively
-    assert probe.n_facts == 29411 and len(probe.by_label) == len(independent_probe[0]) == 29392
-    assert len(probe.by_id) == 19871  # facts of lama/TREx joined by uuid
+    # 29,411 facts; 28,547 distinct entity pairs (either order) once labels are compared case- and space-insensitively
+    assert probe.n_facts == 29411 and probe.n_pairs == len(independent_probe[0]) == 28547
+    assert len({frozenset(pair) for pair in probe.by_id}) == len(independent_probe[1])  # lama/TREx, joined by uuid
     stated = {"tokens": "Eibenstock is a town in Germany .".split(), "subj_start": 0, "subj_end": 1,
               "obj_start": 5, "obj_end": 6, "relation": "P17", "subj_id": "redocred_dev:1:E0",
               "obj_id": "redocred_dev:1:E1", "source": "hand"}
     assert probe.match(stated) == ("label", ("P17", "eibenstock", "germany"))
-    assert probe.match({**stated, "relation": "P131"}) is None
+    # the same entity pair under another relation, or in the other order, states the fact too
+    assert probe.match({**stated, "relation": "P131"}) == ("label", ("P17", "eibenstock", "germany"))
+    assert probe.match({**stated, "subj_start": 5, "subj_end": 6, "obj_start": 0, "obj_end": 1})[0] == "label"
     assert probe.match({**stated, "obj_start": 4, "obj_end": 5}) is None
     peiper = {**stated, "relation": "P19", "subj_id": "Q1886736", "obj_id": "Q2643563"}
     assert probe.match(peiper)[0] == "id"

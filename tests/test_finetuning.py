@@ -173,7 +173,7 @@ def spy_on_evaluations(monkeypatch) -> list[tuple[str, dict]]:
         calls.append((split, metrics))
         return metrics, pred
 
-    monkeypatch.setattr(ft, "evaluate_split", spy)
+    monkeypatch.setattr(ft.runner, "evaluate_split", spy)  # where the run loop looks it up
     return calls
 
 

@@ -17,6 +17,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 # value -> why it may appear in prose (every entry is a setting, never an outcome)
 ALLOWED = {
     "0.0002": "the adapter projections' initialisation std (the official code's default)",
+    "95%": "the confidence level of every interval the kit prints (a setting of kadapter.statistics)",
 }
 
 MEASURED = {

@@ -156,3 +156,63 @@ def test_probe_budget_is_chosen_on_dev_for_the_backbone_and_applied_to_every_var
     for name in (seed_name("backbone", 0), seed_name("+F", 0)):
         assert probes[name].recipe["training"]["learning_rate"] == 3e-3
         assert probes[name].recipe["training"]["epochs"] == budget["epochs"]
+
+
+def test_probe_budget_on_the_causal_recipe(tmp_path):
+    """The same search through the causal recipe (a tiny random Gemma-architecture LM): the dev loss is the
+    next-token loss over the probe's softmax vocabulary, defined on every dev position."""
+    from kadapter.model import random_backbone
+    from kadapter.probing import causal_corpus_features, general_corpus
+    from kadapter.probing.budget import choose_probe_budget
+    from kadapter.probing.recipes import CausalRecipe
+    from kadapter.training import TrainConfig
+    from tokenizer_fixtures import roberta_bpe_tokenizer
+
+    tokenizer = roberta_bpe_tokenizer()
+    torch.manual_seed(0)
+    backbone = random_backbone("gemma3_text", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                               tie_word_embeddings=True)
+    model = KAdapterModel(backbone, tokenizer=tokenizer)
+    texts, _ = general_corpus(30, seed=1)
+    data = causal_corpus_features(model, texts, max_length=24, states_root=tmp_path / "states")
+    train_data, dev_data = data.split_by_group(0.3, seed=0)
+    recipe = CausalRecipe()
+    config = TrainConfig(output_dir=str(tmp_path / "budget"), batch_size=32, seed=0, progress=False, resume=False)
+    budget = choose_probe_budget(model, recipe.builder(data), train_data, dev_data, config,
+                                 learning_rates=[1e-2], max_epochs=2, fusion=None, evaluate=recipe.evaluate)
+    start, *trained = budget["curve"]
+    assert start["steps"] == 0 and min(p["dev_loss"] for p in trained) < start["dev_loss"]
+    assert budget["epochs"] in (1, 2) and "acc@1" in start
+
+
+def test_comparison_figure_draws_each_interval():
+    from kadapter.plotting import comparison_figure
+    from kadapter.statistics import compare
+
+    a = compare([0, 1, 0, 1, 1, 0], [1, 1, 1, 1, 1, 0], reference_name="backbone", variant_name="+F",
+                n_resamples=500)
+    b = compare([0.5, 0.7, 0.2], [0.4, 0.9, 0.3], reference_name="twin", variant_name="+F", metric="UAS",
+                n_resamples=500)
+    trace = comparison_figure([a, b]).data[0]
+    assert list(trace.y) == ["+F − backbone", "+F − twin"]
+    assert trace.x[0] == pytest.approx(a.delta) and trace.error_x.array[0] == pytest.approx(a.ci_high - a.delta)
+    assert trace.error_x.arrayminus[1] == pytest.approx(b.delta - b.ci_low)
+
+
+# ------------------------------------------------------------------------------ the paper's condition
+def test_paper_condition_keeps_the_probe_facts_the_held_out_set_removes():
+    """Real LAMA T-REx evidence: with hold_out_probe=False (the paper's condition) the pre-training data keeps
+    examples that state probe facts, and the data report says which condition it is."""
+    from kadapter.pretraining import load_task_data
+
+    options = {"sources": ["lama_trex_evidence"], "limit": 5, "min_examples": 2, "relations": ["P19", "P36"]}
+    held, held_report = load_task_data("factual", factual_build=options)
+    paper, paper_report = load_task_data("factual", factual_build={**options, "hold_out_probe": False})
+    assert held_report["hold_out_probe"] is True and "held out" in held_report["source"]
+    assert paper_report["hold_out_probe"] is False and "NOT held out" in paper_report["source"]
+    assert paper_report["holdout"] is None and held_report["holdout"]["examples_removed"] > 0
+    size = lambda data: len(data["train"]) + len(data["dev"])
+    # every evidence sentence of these facts states a probe fact: held out, nothing of them is left
+    assert size(held) < size(paper)

@@ -33,8 +33,8 @@ from torch import nn
 
 from ..config import BackboneIdentity
 from ..model import KAdapterModel
-from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, load_probe_weights, read_probe_config,
-                       save_probe)
+from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, adapter_identities, load_probe_weights,
+                       read_probe_config, save_probe)
 from .states import CausalStates, causal_forward
 from .vocabulary import CandidateVocabulary, full_vocabulary
 
@@ -250,6 +250,7 @@ def build_causal_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), 
         raise ValueError(f"model has no adapter(s) {unknown}; it has {model.adapter_names}")
     probe = CausalLMProbe(adapter_names, ResidualFusion(model.hidden_size, adapter_names), tied_lm_head(model),
                           model.identity, {"seed": seed, **(recipe or {})}, loss_token_ids)
+    probe.adapter_identities = adapter_identities(model, adapter_names)  # saved with it, checked on loading
     return probe.to(next(model.backbone.parameters()).device)
 
 

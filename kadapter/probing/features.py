@@ -4,12 +4,12 @@ general-English corpus probe heads are trained on.
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from .. import __version__
 from ..config import write_json
@@ -59,30 +59,79 @@ PROBE_CONFIG_NAME = "probe_config.json"
 PROBE_WEIGHTS_NAME = "probe.safetensors"
 
 
+def adapter_identities(model, adapter_names: Sequence[str]) -> dict[str, dict]:
+    """What each adapter a probe reads is: its config and its weights fingerprint. Recorded when the probe is built
+    (the adapters stay frozen while probes train) and checked when it is loaded over a model."""
+    from ..backbone import weights_fingerprint
+
+    return {name: {"config": model.adapters[name].config.to_dict(),
+                   "weights_fingerprint": weights_fingerprint(model.adapters[name])} for name in adapter_names}
+
+
 def save_probe(probe: torch.nn.Module, directory, config: dict):
-    """A probe directory, whatever its kind: probe_config.json (``config`` + the library version) and
-    probe.safetensors (its state dict)."""
+    """A probe directory, whatever its kind: probe_config.json (``config``, the identity of every adapter the probe
+    reads and the library version) and probe.safetensors (its state dict)."""
+    identities = getattr(probe, "adapter_identities", None)
+    if identities is None and probe.adapter_names:
+        raise ValueError("this probe records no identity of the adapters it reads: build it with build_probe / "
+                         "build_causal_probe (which record them), so that loading can check them")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
-              str(directory / PROBE_WEIGHTS_NAME))
-    write_json(directory / PROBE_CONFIG_NAME, {"kadapter_version": __version__, **config})
+    from ..safe_files import save_safetensors
+
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in probe.state_dict().items()},
+                     directory / PROBE_WEIGHTS_NAME)
+    write_json(directory / PROBE_CONFIG_NAME, {"kadapter_version": __version__, **config,
+                                               "adapters": identities or {}})
     return directory
 
 
+def _adapter_differences(saved: dict, now: dict) -> list[str]:
+    """How an adapter differs from the one a probe was trained over (fields free to change left out)."""
+    from ..adapter import FREE_FIELDS
+
+    saved_config, now_config = saved.get("config") or {}, now["config"]
+    diff = [f"{field}: probe trained over {saved_config.get(field)!r}, model has {now_config.get(field)!r}"
+            for field in sorted(set(saved_config) | set(now_config))
+            if field not in FREE_FIELDS and saved_config.get(field) != now_config.get(field)]
+    if saved.get("weights_fingerprint") != now["weights_fingerprint"]:
+        diff.append(f"weights: fingerprint {saved.get('weights_fingerprint')!r} when the probe was trained, "
+                    f"{now['weights_fingerprint']!r} now")
+    return diff
+
+
 def read_probe_config(directory, model, required: Sequence[str]) -> dict:
-    """A saved probe's config, checked against ``model``: the same backbone and every adapter the probe reads."""
+    """A saved probe's config, checked against ``model``: the same backbone and every adapter the probe reads, each
+    the very adapter (config and weights) it was trained over."""
     from ..config import BackboneIdentity
-    from ..safe_files import read_json
+    from ..safe_files import DamagedFileError, read_json
 
     directory = Path(directory)
-    payload = read_json(directory / PROBE_CONFIG_NAME, required=("backbone", "adapter_names", *required))
+    config_path = directory / PROBE_CONFIG_NAME
+    payload = read_json(config_path, required=("backbone", "adapter_names", *required))
     diff = BackboneIdentity.from_dict(payload["backbone"]).differences(model.identity)
     if diff:
         raise ValueError(f"probe {directory} was trained on a different backbone:\n  " + "\n  ".join(diff))
     missing = [n for n in payload["adapter_names"] if n not in model.adapters]
     if missing:
         raise ValueError(f"probe {directory} reads adapters {missing} that the model does not have")
+    recorded = payload.get("adapters")
+    if recorded is None:
+        if payload["adapter_names"]:
+            warnings.warn(f"{config_path} records no adapter identities (saved by an older kadapter): that "
+                          f"{payload['adapter_names']} are the adapters it was trained over cannot be checked",
+                          stacklevel=3)
+        return payload
+    if not isinstance(recorded, dict) or not all(isinstance(recorded.get(n), dict)
+                                                 for n in payload["adapter_names"]):
+        raise DamagedFileError(config_path, "field 'adapters': an identity for every adapter in 'adapter_names' "
+                                            "expected")
+    now = adapter_identities(model, payload["adapter_names"])
+    for name in payload["adapter_names"]:
+        diff = _adapter_differences(recorded[name], now[name])
+        if diff:
+            raise ValueError(f"probe {directory} was trained over another adapter {name!r} than the model's:\n  "
+                             + "\n  ".join(diff))
     return payload
 
 

@@ -21,6 +21,7 @@ live in their own modules of this package.
 """
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,8 +36,8 @@ from ..backbone import BackboneFeatures, extract_features
 from ..config import BackboneIdentity, FusionConfig
 from ..fusion import Fusion
 from ..model import KAdapterModel
-from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, load_probe_weights, read_probe_config,
-                       save_probe)
+from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, adapter_identities, load_probe_weights,
+                       read_probe_config, save_probe)
 from .ranking import score_lama
 from .vocabulary import CandidateVocabulary, candidate_vocabulary, full_vocabulary, select_facts
 
@@ -393,6 +394,7 @@ def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed
                                      layer_norm_eps)
         fusion_module = Fusion(FusionConfig(fusion, list(adapter_names)), model.hidden_size).init_identity()
     probe = MaskedLMProbe(adapter_names, fusion_module, head, model.identity, {"seed": seed, **(recipe or {})})
+    probe.adapter_identities = adapter_identities(model, adapter_names)  # saved with it, checked on loading
     return probe.to(next(model.backbone.parameters()).device)
 
 
@@ -487,5 +489,12 @@ def compare_topk(model: KAdapterModel, probes: Mapping[str, nn.Module], text: st
                  vocabulary: CandidateVocabulary | None = None) -> dict[str, list[tuple[str, float]]]:
     """Each probe's top-k for the same cloze statement (default: all probes): ``probe.topk`` is
     :func:`predict_topk` for a masked-LM probe and :func:`kadapter.probing.causal.causal_predict_topk` for a causal
-    one (which needs the blank at the end, and says so otherwise)."""
-    return {name: probes[name].topk(model, text, k, vocabulary) for name in (names or list(probes))}
+    one (which needs the blank at the end, and says so otherwise). A probe whose scores are not finite (NaN
+    weights, e.g. from a diverged training run) is an error naming it: NaN has no ranking."""
+    results = {name: probes[name].topk(model, text, k, vocabulary) for name in (names or list(probes))}
+    for name, ranked in results.items():
+        broken = [token for token, p in ranked if not math.isfinite(p)]
+        if broken:
+            raise ValueError(f"probe {name!r} gives non-finite probabilities (first: {broken[0]!r}): its weights, "
+                             "or those of an adapter it reads, are not finite — retrain it")
+    return results

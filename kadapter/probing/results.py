@@ -2,27 +2,40 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..config import write_json
 from ..metrics import mean_std
+from ..safe_files import DamagedFileError, read_json
 
 
 def pretraining_results(adapter_dir: str | Path) -> dict | None:
     """The ``results.json`` that :func:`kadapter.pretraining.pretrain_adapters` wrote next to a saved adapter
     (``<run>/adapters/<name>/`` -> ``<run>/results.json``), or None when there is none."""
     path = Path(adapter_dir).resolve().parent.parent / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    results = read_json(path)  # a damaged file is an error naming it (and the line), not a bare JSONDecodeError
+    if not isinstance(results, dict):
+        raise DamagedFileError(path, f"a JSON object expected, found {type(results).__name__}")
+    return results
 
 
 def adapter_init_seed(adapter_dir: str | Path) -> int | None:
     """The seed the adapter's knowledge pre-training initialised it with (from its pre-training results), so a
     "w/o knowledge" twin can start exactly where pre-training started; None when unknown."""
     results = pretraining_results(adapter_dir) or {}
-    entry = results.get("models", {}).get(Path(adapter_dir).name, {})
-    return entry.get("seed")
+    models = results.get("models", {})
+    entry = models.get(Path(adapter_dir).name, {}) if isinstance(models, dict) else None
+    seed = entry.get("seed") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or not (seed is None or isinstance(seed, int) and not isinstance(seed, bool)):
+        path = Path(adapter_dir).resolve().parent.parent / "results.json"
+        where, found = (("models", models) if not isinstance(models, dict) else
+                        (f"models.{Path(adapter_dir).name}", entry) if not isinstance(entry, dict) else
+                        (f"models.{Path(adapter_dir).name}.seed", seed))
+        raise DamagedFileError(path, f"field '{where}': not what pre-training writes ({found!r})")
+    return seed
 
 
 def holdout_info(report: dict | str | Path | None) -> dict:
@@ -35,7 +48,7 @@ def holdout_info(report: dict | str | Path | None) -> dict:
     if report is None:
         return {"known": False, "note": "no pre-training report given: what the adapter was kept from is unknown"}
     if not isinstance(report, dict):
-        report = json.loads(Path(report).read_text())
+        report = read_json(report)
     if "data" in report:  # pre-training results.json
         holdout = report["data"].get("holdout")
         relations = report.get("labels", [])
@@ -43,11 +56,17 @@ def holdout_info(report: dict | str | Path | None) -> dict:
         holdout = report.get("holdout") if report.get("options", {}).get("hold_out_probe", "holdout" in report) else None
         relations = sorted(report.get("per_relation", {}))
     held = holdout is not None
+    # a report carries its builder's exact rule (data_prep.factual.HOLDOUT_RULE); one written before it did was
+    # built with the hold-out by (relation, subject, object)
     return {"known": True, "hold_out_probe": held,
-            "rule": ("every LAMA T-REx probe fact (41 relations, 29,411 facts) was removed from the adapter's "
-                     "training data, matched by relation + subject/object label and by Wikidata ids where known")
-                    if held else "LAMA facts were NOT held out of adapter training",
+            "rule": _HOLDOUT_BY_FACT if held else "LAMA facts were NOT held out of adapter training",
             **(holdout or {}), "adapter_training_relations": sorted(relations)}
+
+
+_HOLDOUT_BY_FACT = ("a training example was removed when it states a LAMA T-REx probe fact under the probe fact's own "
+                    "relation (relation + subject/object label, or Wikidata ids where known); the same entity pair "
+                    "under another relation or in the other order was NOT removed (a report written before the "
+                    "hold-out by entity pair)")
 
 
 def write_results(result: dict, path: str | Path) -> Path:

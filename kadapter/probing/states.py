@@ -7,15 +7,14 @@ per forward to float rounding; ``tests/test_probing_causal.py`` checks it). Stor
 state (after the final norm: what the LM head reads) at every real token, and the hidden states at the requested
 tap layers (what adapters read), as flat float32 ``.npy`` arrays ``(total_tokens, hidden)`` plus lengths.
 
-The folder name hashes the backbone's weights and config fingerprints, the token ids and the taps; a folder is
-written under a temporary name and renamed when complete, so a stale or half-written cache is never read.
+The states are a :class:`kadapter.state_store.StoredStates` folder, like the feature cache: keyed by the same
+backbone identity (:func:`kadapter.state_store.backbone_fingerprints`: recomputed after an in-place weight change)
+plus the token ids and the taps, written under a temporary name and renamed when complete, a killed build's
+temporary folder removed, a damaged folder named and rebuilt — so a stale or half-written cache is never read.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -24,40 +23,15 @@ import numpy as np
 import torch
 
 from ..backbone import BackboneFeatures
+from ..progress import progress_bar
+from ..state_store import StoredStates, backbone_fingerprints, write_meta
 
-try:
-    from ..progress import progress_bar
-except ImportError:  # until kadapter.progress lands
-    from tqdm.auto import tqdm as progress_bar
-
-STATES_FORMAT = 1
-# Config entries that do not change what the backbone computes.
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "_model_name_or_path", "transformers_version", "dtype", "torch_dtype",
-                         "architectures", "use_cache", "output_hidden_states", "return_dict", "_commit_hash"}
+STATES_FORMAT = 2  # 2: keyed by the shared backbone fingerprints (1 hashed the core module its own way)
 
 
 def core_module(backbone):
     """The module that computes hidden states: a causal LM's base model (without its vocabulary projection)."""
     return getattr(backbone, "base_model", backbone)
-
-
-@torch.no_grad()
-def core_fingerprint(backbone) -> tuple[str, str]:
-    """(config hash, weights hash) of the backbone's core module: what its hidden states depend on. The weights
-    hash covers every tensor's name, shape and float32 values; it is cached on the module."""
-    core = core_module(backbone)
-    config = {k: v for k, v in core.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    cached = getattr(core, "_kadapter_states_fingerprint", None)
-    if cached is None:
-        digest = hashlib.sha256()
-        for name, tensor in sorted(core.state_dict().items()):
-            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-            digest.update((tensor.float() if tensor.is_floating_point() else tensor).cpu().contiguous().numpy()
-                          .tobytes())
-        cached = digest.hexdigest()[:16]
-        object.__setattr__(core, "_kadapter_states_fingerprint", cached)
-    return config_hash, cached
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,33 +71,39 @@ def causal_forward(backbone, sequences: Sequence[Sequence[int]], pad_id: int, ta
 
 
 def states_key(backbone, sequences: Sequence[Sequence[int]], taps: Sequence[int]) -> dict:
+    """Everything the states depend on: the backbone (the same fingerprints as the feature cache's), the token ids
+    and the taps. Its hash names the folder."""
     digest = hashlib.sha256()
     for s in sequences:
         digest.update(np.asarray(s, dtype=np.int64).tobytes() + b"|")
-    config_hash, weights_hash = core_fingerprint(backbone)
-    return {"format": STATES_FORMAT, "config_fingerprint": config_hash, "weights_fingerprint": weights_hash,
-            "sequences": len(sequences),
+    return {"format": STATES_FORMAT, **backbone_fingerprints(backbone), "sequences": len(sequences),
             "token_ids": digest.hexdigest()[:16], "taps": sorted(int(t) for t in taps)}
 
 
-class CausalStates:
+class CausalStates(StoredStates):
     """Memory-mapped final and tap-layer states of a list of token sequences. Build with :meth:`build`."""
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.meta = json.loads((self.directory / "meta.json").read_text())
-        self.lengths = np.load(self.directory / "lengths.npy")
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
-        self.taps = tuple(self.meta["key"]["taps"])
-        self._final = np.load(self.directory / "final.npy", mmap_mode="r")
-        self._taps = {t: np.load(self.directory / f"hidden_{t}.npy", mmap_mode="r") for t in self.taps}
+    FORMAT = STATES_FORMAT
+    WHAT = "causal LM states"
 
-    def __len__(self) -> int:
-        return len(self.lengths)
+    def array_names(self) -> list[str]:
+        return ["final", *(f"hidden_{t}" for t in self.taps)]
+
+    @property
+    def directory(self) -> Path:
+        return self.path
+
+    @property
+    def _final(self) -> np.ndarray:
+        return self._arrays["final"]
+
+    @property
+    def _taps(self) -> dict[int, np.ndarray]:
+        return {t: self._arrays[f"hidden_{t}"] for t in self.taps}
 
     @property
     def seconds(self) -> float:
-        return float(self.meta["seconds"])
+        return float(self.meta.get("seconds", 0.0))
 
     @classmethod
     def build(cls, backbone, sequences: Sequence[Sequence[int]], *, pad_id: int, taps: Sequence[int] = (),
@@ -137,49 +117,35 @@ class CausalStates:
             import tempfile
 
             root = Path(tempfile.mkdtemp(prefix="kadapter-states-"))
-        root = Path(root)
-        final_dir = root / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        if (final_dir / "meta.json").is_file():
-            states = cls(final_dir)
-            if states.meta["key"] != key:
-                raise ValueError(f"{final_dir} holds the states of other sequences (key mismatch)")
-            return states
-        tmp = root / f".{final_dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        return cls.open_or_build(root, key, lambda directory: cls._compute(
+            backbone, sequences, key, directory, pad_id, batch_size, desc))
+
+    @staticmethod
+    def _compute(backbone, sequences: Sequence[Sequence[int]], key: dict, directory: Path, pad_id: int,
+                 batch_size: int, desc: str) -> None:
         started = time.perf_counter()
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         hidden = backbone.config.hidden_size
-        arrays = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.float32,
+        arrays = {name: np.lib.format.open_memmap(directory / f"{name}.npy", mode="w+", dtype=np.float32,
                                                   shape=(int(offsets[-1]), hidden))
                   for name in ["final", *(f"hidden_{t}" for t in key["taps"])]}
         order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch: little padding
-        try:
-            with progress_bar(total=len(sequences), desc=desc) as bar:
-                for start in range(0, len(order), batch_size):
-                    index = order[start:start + batch_size]
-                    final, tapped, _ = causal_forward(backbone, [sequences[i] for i in index], pad_id, key["taps"])
-                    for name, tensor in [("final", final), *((f"hidden_{t}", tapped[t]) for t in key["taps"])]:
-                        values = tensor.numpy()
-                        for row, i in enumerate(index):  # left padding: the real tokens are the last lengths[i]
-                            arrays[name][offsets[i]:offsets[i + 1]] = values[row, values.shape[1] - lengths[i]:]
-                    bar.update(len(index))
-            for array in arrays.values():
-                array.flush()
-            del arrays
-            np.save(tmp / "lengths.npy", lengths)
-            meta = {"key": key, "tokens": int(offsets[-1]), "hidden_size": hidden, "batch_size": batch_size,
-                    "seconds": round(time.perf_counter() - started, 2)}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-            try:
-                os.rename(tmp, final_dir)
-            except OSError:  # another process finished the same states first: theirs are identical
-                if not (final_dir / "meta.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return cls(final_dir)
+        with progress_bar(total=len(sequences), desc=desc) as bar:
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                final, tapped, _ = causal_forward(backbone, [sequences[i] for i in index], pad_id, key["taps"])
+                for name, tensor in [("final", final), *((f"hidden_{t}", tapped[t]) for t in key["taps"])]:
+                    values = tensor.numpy()
+                    for row, i in enumerate(index):  # left padding: the real tokens are the last lengths[i]
+                        arrays[name][offsets[i]:offsets[i + 1]] = values[row, values.shape[1] - lengths[i]:]
+                bar.update(len(index))
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        np.save(directory / "lengths.npy", lengths)
+        write_meta(directory, key, int(offsets[-1]), hidden, batch_size=batch_size,
+                   seconds=round(time.perf_counter() - started, 2))
 
     # ------------------------------------------------------------------------------------------------- reading
     def last_final(self, indices: Sequence[int] | None = None) -> torch.Tensor:

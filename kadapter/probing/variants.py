@@ -190,12 +190,20 @@ def load_probe_set(directory: str | Path, backbone=None) -> tuple[KAdapterModel,
     from .causal import CausalLMProbe
     from .masked import MaskedLMProbe
 
+    from ..safe_files import DamagedFileError, check_name, read_json
+
     classes = {"masked": MaskedLMProbe, "causal": CausalLMProbe}
     directory = Path(directory)
-    model = KAdapterModel.from_pretrained(directory / "model", backbone=backbone)
-    from ..safe_files import read_json
-
-    listing = read_json(directory / "probes.json", required=("probes",))
+    listing_path = directory / "probes.json"
+    listing = read_json(listing_path, required=("probes",))
     kinds = listing.get("kinds", {})
+    if not isinstance(listing["probes"], dict) or not isinstance(kinds, dict):
+        raise DamagedFileError(listing_path, "fields 'probes' and 'kinds' must map probe folders to names and kinds")
+    for folder in listing["probes"]:  # folder names, never paths: probes load from probes/<folder> only
+        check_name(folder, what="probe folder", source=listing_path, field=f"probes.{folder}")
+        if kinds.get(folder, "masked") not in classes:
+            raise DamagedFileError(listing_path, f"field 'kinds.{folder}': {kinds[folder]!r} is not a probe kind "
+                                                 f"({', '.join(classes)})")
+    model = KAdapterModel.from_pretrained(directory / "model", backbone=backbone)
     return model, {name: classes[kinds.get(folder, "masked")].from_pretrained(directory / "probes" / folder, model)
                    for folder, name in listing["probes"].items()}

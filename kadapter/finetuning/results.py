@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .metrics import mean_std
+from ..metrics import mean_std
+from .settings import Setting
 
 
 # ====================================================================================================== results
@@ -32,8 +33,6 @@ def summarize(runs: Sequence[Mapping], metric: str, order: Sequence[str] | None 
 def results_table(results: Mapping, percent: bool = True):
     """A pandas table: one row per setting, dev and test as ``mean ± std`` (percent), seeds, trainable params."""
     import pandas as pd
-
-    from .finetuning import Setting  # here, not at the top: kadapter.finetuning imports this module
 
     settings = {s["name"]: Setting.from_dict(s) for s in results["settings"]}
     scale = 100.0 if percent else 1.0

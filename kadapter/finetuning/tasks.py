@@ -1,7 +1,7 @@
 """Fine-tuning tasks: what each downstream task is (:class:`TaskSpec`), how it is scored, loaded and encoded.
 
-The run loop over settings and seeds is :mod:`kadapter.finetuning`; tables and verdicts are
-:mod:`kadapter.finetuning_results`.
+The run loop over settings and seeds is :mod:`kadapter.finetuning.runner`; tables and verdicts are
+:mod:`kadapter.finetuning.results`.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, DatasetDict
 
-from .baselines import as_label_set
-from .encoding import (EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset,
+from ..baselines import as_label_set
+from ..encoding import (EncodingStats, encode_entity_typing, encode_multiple_choice, encode_relation_dataset,
                        encoding_fingerprint)
-from .metrics import (accuracy, classification_metrics, entity_typing_metrics, semeval_official_score,
+from ..metrics import (accuracy, classification_metrics, entity_typing_metrics, semeval_official_score,
                       tacred_metrics)
 
 ENTITY_TYPING, RELATION, MULTIPLE_CHOICE = "entity_typing", "relation_classification", "multiple_choice"
