@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--probe-lr", type=float, default=1e-3)
     parser.add_argument("--probe-batch", type=int, default=128)
     parser.add_argument("--tag", default="", help="appended to the result file's name")
+    parser.add_argument("--reuse", action="store_true",
+                        help="load the positive control trained by an earlier run in --work-dir instead of training")
     parser.add_argument("--no-init-twin", action="store_true", help="leave out the init-draw twin's row (time)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work-dir", default=None, help="default: a temporary folder")
@@ -73,9 +75,13 @@ def main() -> None:
     config = AdapterConfig(hidden_size=128, num_attention_heads=4, intermediate_size=256, num_transformer_layers=1)
 
     tick = time.perf_counter()
-    pc = train_positive_control(model, config, facts, texts, output_dir=work / "positive_control",
-                                candidates=candidates, epochs=args.pc_epochs, learning_rate=args.pc_lr,
-                                max_length=args.max_length, cache_root=states, seed=0)
+    if args.reuse:  # the adapter and its results.json from an earlier run with the same work dir
+        pc = json.loads((work / "positive_control" / "results.json").read_text())
+        model.add_adapter(POSITIVE_CONTROL, pc["models"][POSITIVE_CONTROL]["adapter_dir"])
+    else:
+        pc = train_positive_control(model, config, facts, texts, output_dir=work / "positive_control",
+                                    candidates=candidates, epochs=args.pc_epochs, learning_rate=args.pc_lr,
+                                    max_length=args.max_length, cache_root=states, seed=0)
     timings["positive control training (s)"] = round(time.perf_counter() - tick, 1)
     init_twin = add_control_adapter(model, POSITIVE_CONTROL, seed=0)
     norm_twin = add_norm_matched_adapter(model, POSITIVE_CONTROL, seed=1)
