@@ -134,6 +134,25 @@ class KnowledgeAdapter(nn.Module):
                 previous = previous + outputs[count - 1 - interval]
         return previous
 
+    def forward_with_learned_part(self, hidden_states: dict[int, torch.Tensor],
+                                  attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output and its **learned part** ``Σ up_project(…)`` (the output minus the re-summed tapped states,
+        exact whatever the taps add): what this adapter computes, apart from the backbone states it passes on.
+        Collected with hooks on every ``up_project``."""
+        parts: list[torch.Tensor] = []
+        hooks = [layer.up_project.register_forward_hook(lambda m, i, o: parts.append(o))
+                 for layer in self.adapter_layers]
+        try:
+            output = self(hidden_states, attention_mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return output, torch.stack(parts).sum(0)
+
+    def learned_part(self, hidden_states: dict[int, torch.Tensor], attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """``Σ up_project(…)`` over the adapter layers (:meth:`forward_with_learned_part`)."""
+        return self.forward_with_learned_part(hidden_states, attention_mask)[1]
+
     def read_tap(self, state: torch.Tensor) -> torch.Tensor:
         """A tapped hidden state as the adapter reads it: as is, or (``tap_norm="rms"``) divided by its root mean
         square over the hidden dimension, computed in float32 (no parameters; padding's zero vectors stay zero)."""

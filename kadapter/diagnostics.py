@@ -62,19 +62,14 @@ def learned_share(adapter: KnowledgeAdapter, features, rows: torch.Tensor | None
                   cols: torch.Tensor | None = None) -> dict:
     """``‖Σ up_project(…)‖ / ‖output‖`` per token on ``features`` (:class:`~kadapter.backbone.BackboneFeatures`),
     at (rows, cols) when given (e.g. the probe's predicting positions), else at every real token: mean and max.
-    The learned part is collected with hooks on every ``up_project``, so it is exact whatever the taps add."""
-    parts: list[torch.Tensor] = []
-    hooks = [layer.up_project.register_forward_hook(lambda m, i, o: parts.append(o.detach()))
-             for layer in adapter.adapter_layers]
+    The learned part is collected with hooks on every ``up_project``, so it is exact whatever the taps add
+    (:meth:`KnowledgeAdapter.forward_with_learned_part`)."""
     was_training = adapter.training
     adapter.eval()
     try:
-        output = adapter(features.hidden_states, features.attention_mask)
+        output, learned = adapter.forward_with_learned_part(features.hidden_states, features.attention_mask)
     finally:
-        for hook in hooks:
-            hook.remove()
         adapter.train(was_training)
-    learned = torch.stack(parts).sum(0)
     if rows is None:
         rows, cols = torch.nonzero(features.attention_mask.bool(), as_tuple=True)
     ratio = learned[rows, cols].float().norm(dim=-1) / output[rows, cols].float().norm(dim=-1).clamp_min(1e-12)

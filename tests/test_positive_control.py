@@ -59,11 +59,10 @@ def _facts(model: KAdapterModel, n: int = 60) -> tuple[list[dict], CandidateVoca
 
 @pytest.mark.parametrize("kind, probe_epochs", [
     ("causal", 3),
-    # Passed before the masked recipe started every variant as the backbone (identity concat fusion, merged from
-    # verdicts-b at 04:36): since then the probe on the positive control ranks exactly as the backbone's
-    # (ΔP@1 = 0, no discordant fact) — the masked probe no longer reads the adapter. Strict: it fails when fixed.
-    pytest.param("masked", 15, marks=pytest.mark.xfail(strict=True, reason="masked probe with identity fusion "
-                                                       "does not read the adapter (issue 17, open)")),
+    # Failed (strict xfail) while the masked probe read each adapter's whole output and the control was trained
+    # through an identity concat fusion thrown away with its head: ΔP@1 = 0, no discordant fact. Fixed by probing
+    # the adapter's learned part and training the control to write it where the head reads h (add fusion).
+    ("masked", 15),
 ])
 def test_an_adapter_that_memorises_its_facts_is_detected_by_the_probe(kind, probe_epochs, tmp_path):
     model = _tiny(kind)

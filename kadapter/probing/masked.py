@@ -11,7 +11,7 @@ What is cached, and why it is exact. For MLM the backbone has to see the [MASK] 
 the *masked* corpus. Masking is fixed by ``masking_seed`` (a property of the corpus, like LAMA's fixed templates),
 so the frozen features of the masked corpus are computed once and shared by every probe-head seed and every
 adapter combination. The fusion and the head act on each position on its own, so all they need are the frozen
-features *at the masked positions*: the backbone's last hidden state and each frozen adapter's output there
+features *at the masked positions*: the backbone's last hidden state and each frozen adapter's learned part there
 (:class:`MaskedFeatures`). Training a probe then never runs the backbone or an adapter again. The probe-head seed
 sets the head and fusion initialisation and the batch order. The LAMA probe works the same way: one backbone and
 one adapter forward per fact, shared by every probe evaluated.
@@ -97,8 +97,13 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
 @torch.no_grad()
 def position_features(model: KAdapterModel, features: BackboneFeatures, rows: torch.Tensor, cols: torch.Tensor,
                       adapter_names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The backbone's last hidden state and each adapter's output at (rows, cols), from backbone features
-    (live or from the feature cache). Adapters run frozen (eval mode: no dropout)."""
+    """The backbone's last hidden state and each adapter's **learned part** ``Σ up_project(…)`` at (rows, cols),
+    from backbone features (live or from the feature cache). Adapters run frozen (eval mode: no dropout).
+
+    The learned part, not the adapter's whole output: the output re-sums the backbone's own tapped states (most of
+    its norm), which the probe already has in ``h``; beside them the identity-initialised fusion, trained on general
+    text, never learned to read what the adapter computes (a positive control that holds its facts ranked every
+    fact exactly as the backbone, issue 17). For an untrained adapter the learned part is ~0."""
     device = next(model.backbone.parameters()).device
     features = features.to(device)
     out = {BACKBONE_SOURCE: features.last_hidden_state[rows, cols].float().cpu()}
@@ -106,7 +111,7 @@ def position_features(model: KAdapterModel, features: BackboneFeatures, rows: to
         adapter = model.adapters[name]
         was_training = adapter.training
         adapter.eval()
-        out[name] = adapter(features.hidden_states, features.attention_mask)[rows, cols].float().cpu()
+        out[name] = adapter.learned_part(features.hidden_states, features.attention_mask)[rows, cols].float().cpu()
         adapter.train(was_training)
     return out
 
@@ -119,7 +124,7 @@ def _taps(model: KAdapterModel, adapter_names: Sequence[str]) -> list[int]:
 def masked_position_features(model: KAdapterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                              rows: torch.Tensor, cols: torch.Tensor,
                              adapter_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """One live frozen forward pass; the backbone's last hidden state and each adapter's output at (rows, cols)."""
+    """One live frozen forward pass; the backbone's last hidden state and each adapter's learned part at (rows, cols)."""
     names = list(model.adapter_names if adapter_names is None else adapter_names)
     device = next(model.backbone.parameters()).device
     feats = extract_features(model.backbone, input_ids.to(device), attention_mask.to(device),

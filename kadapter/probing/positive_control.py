@@ -79,12 +79,18 @@ class StatementSet(torch.utils.data.Dataset):
 class StatementObjective(nn.Module):
     """The adapter being trained and the head of the backbone's own objective, read at the labelled positions."""
 
-    def __init__(self, adapter: KnowledgeAdapter, head: nn.Module, name: str):
+    def __init__(self, adapter: KnowledgeAdapter, head: nn.Module, name: str, learned_part: bool = False):
         super().__init__()
         self.adapter, self.head, self.name = adapter, head, name
+        self.learned_part = learned_part  # the head reads the adapter's learned part, as the recipe's probe does
+
+    def adapter_output(self, features) -> torch.Tensor:
+        if self.learned_part:
+            return self.adapter.learned_part(features.hidden_states, features.attention_mask)
+        return self.adapter(features.hidden_states, features.attention_mask)
 
     def forward(self, features, rows, cols, labels=None):
-        out = self.adapter(features.hidden_states, features.attention_mask)[rows, cols]
+        out = self.adapter_output(features)[rows, cols]
         sources = {BACKBONE_SOURCE: features.last_hidden_state[rows, cols].float(), self.name: out.float()}
         return self.head(sources, labels=labels)
 
@@ -102,7 +108,7 @@ def statement_accuracy(objective: StatementObjective, data: StatementSet, candid
         batch = data.collate(indices)
         fact_rows = _object_positions(data, indices, batch)
         features = batch["features"]
-        out = objective.adapter(features.hidden_states, features.attention_mask)[batch["rows"], batch["cols"]]
+        out = objective.adapter_output(features)[batch["rows"], batch["cols"]]
         sources = {BACKBONE_SOURCE: features.last_hidden_state[batch["rows"], batch["cols"]].float(),
                    objective.name: out.float()}
         logits = objective.head(sources, token_ids=ids).logits[fact_rows]
@@ -155,7 +161,7 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = recipe.objective_head(model, [name], labels, candidates, seed=seed)
-    objective = StatementObjective(adapter, head, name)
+    objective = StatementObjective(adapter, head, name, learned_part=recipe.probe_reads_learned_part)
     out = Path(output_dir)
     config = TrainConfig(output_dir=str(out / "train"), epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, weight_decay=0.0, warmup_ratio=0.06, seed=seed, cpu=True,

@@ -53,7 +53,9 @@ class MaskedRecipe:
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, masked LM
     objective_description = ("masked LM: the object of each fact statement masked (and 15% of the general "
                              "sentences' tokens, BERT 80/10/10), a BERT-style MLM head tied to the frozen embeddings "
-                             "over the concat fusion")
+                             "reading h + the adapter's learned part (add fusion)")
+    # the probe reads each adapter's learned part Σ up_project(…), not its output (masked.position_features)
+    probe_reads_learned_part = True
 
     def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
         from .vocabulary import select_facts
@@ -64,7 +66,10 @@ class MaskedRecipe:
         return positive_control_data.masked_statement_set(model, facts, texts, **kw)
 
     def objective_head(self, model: KAdapterModel, names: Sequence[str], labels, candidates, *, seed: int = 0):
-        return masked.build_probe(model, names, seed=seed, fusion="concat")
+        # h + the learned part, no trainable fusion in between: the adapter has to write its facts where the head
+        # reads h, not into a fusion that is thrown away with the head (trained through an identity concat fusion,
+        # the control's facts stayed in that fusion and the probe ranked every fact as the backbone: issue 17)
+        return masked.build_probe(model, names, seed=seed, fusion="add")
 
     def prompt_features(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary, *,
                         taps: Sequence[int], cache_root=None):
@@ -100,6 +105,7 @@ class CausalRecipe:
         return causal.causal_lama_probe(model, probes, facts, states_root=cache_root, **kw)
 
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
+    probe_reads_learned_part = False  # the residual fusion reads each adapter's output (causal.py)
     objective_description = ("next token: every position of <bos> + each fact's prefix (the last one predicts the "
                              "object), and of the general sentences, through the model's own tied LM head over the residual fusion "
                              "(softmax over the training targets)")
