@@ -180,6 +180,7 @@ class CausalLMProbe(nn.Module):
     saved (a loaded probe ranks, it does not train)."""
 
     kind = "causal"
+    reads_learned_part = False  # the residual fusion reads each adapter's whole output
 
     def __init__(self, adapter_names: Sequence[str], fusion: ResidualFusion, head: TiedLMHead,
                  identity: BackboneIdentity, recipe: dict | None = None,

@@ -124,7 +124,8 @@ def _taps(model: KAdapterModel, adapter_names: Sequence[str]) -> list[int]:
 def masked_position_features(model: KAdapterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                              rows: torch.Tensor, cols: torch.Tensor,
                              adapter_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """One live frozen forward pass; the backbone's last hidden state and each adapter's learned part at (rows, cols)."""
+    """One live frozen forward pass; the backbone's last hidden state and each adapter's learned part at
+    (rows, cols)."""
     names = list(model.adapter_names if adapter_names is None else adapter_names)
     device = next(model.backbone.parameters()).device
     feats = extract_features(model.backbone, input_ids.to(device), attention_mask.to(device),
@@ -323,6 +324,7 @@ class MaskedLMProbe(nn.Module):
     """Fusion of frozen features (identity for the backbone alone) + masked-LM head: the encoders' probe."""
 
     kind = "masked"
+    reads_learned_part = True  # its adapter sources are their learned parts (position_features)
 
     def __init__(self, adapter_names: Sequence[str], fusion: Fusion, head: MaskedLMProbeHead, identity: BackboneIdentity,
                  recipe: dict | None = None):

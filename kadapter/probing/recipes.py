@@ -54,8 +54,7 @@ class MaskedRecipe:
     objective_description = ("masked LM: the object of each fact statement masked (and 15% of the general "
                              "sentences' tokens, BERT 80/10/10), a BERT-style MLM head tied to the frozen embeddings "
                              "reading h + the adapter's learned part (add fusion)")
-    # the probe reads each adapter's learned part Σ up_project(…), not its output (masked.position_features)
-    probe_reads_learned_part = True
+    probe_reads_learned_part = masked.MaskedLMProbe.reads_learned_part  # the control is trained on what it reads
 
     def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
         from .vocabulary import select_facts
@@ -105,7 +104,7 @@ class CausalRecipe:
         return causal.causal_lama_probe(model, probes, facts, states_root=cache_root, **kw)
 
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
-    probe_reads_learned_part = False  # the residual fusion reads each adapter's output (causal.py)
+    probe_reads_learned_part = causal.CausalLMProbe.reads_learned_part
     objective_description = ("next token: every position of <bos> + each fact's prefix (the last one predicts the "
                              "object), and of the general sentences, through the model's own tied LM head over the residual fusion "
                              "(softmax over the training targets)")
