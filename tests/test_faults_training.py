@@ -147,17 +147,12 @@ def test_item02_a_planted_pickle_in_a_run_folder_is_refused_on_resume_without_ru
 @pytest.fixture(scope="module")
 def tiny_causal():
     """A tiny random Gemma-architecture LM (built from its config) and real LAMA T-REx prefixes as token ids."""
-    from kadapter.model import random_backbone
     from kadapter.probing import prefix_facts, prefix_ids
     from data_prep.lama import load_trex_facts
-    from tokenizer_fixtures import roberta_bpe_tokenizer
+    from tokenizer_fixtures import roberta_bpe_tokenizer, tiny_random_gemma
 
     tokenizer = roberta_bpe_tokenizer()
-    torch.manual_seed(0)
-    backbone = random_backbone("gemma3_text", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                               tie_word_embeddings=True)
+    backbone = tiny_random_gemma(tokenizer)
     kept, _ = prefix_facts(load_trex_facts(["P19", "P36"], limit=4)[0])
     return backbone, tokenizer, [prefix_ids(tokenizer, f["prefix"]) for f in kept]
 
