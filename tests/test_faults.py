@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from data_prep.report import DataFormatError
+from training_fixtures import BagOfWords, Killed, collate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -296,29 +297,6 @@ def test_case09_13_a_damaged_cache_is_named_and_rebuilt(minilm, encoded_sample, 
 
 
 # ------------------------------------------------------------------------------- training: cases 2, 10, 13
-class _Killed(RuntimeError):
-    pass
-
-
-class _BagOfWords(torch.nn.Module):
-    """A tiny relation classifier over real token ids: enough for the trainer to checkpoint and resume."""
-
-    def __init__(self, vocab: int, labels: int):
-        super().__init__()
-        self.embed = torch.nn.EmbeddingBag(vocab, 8, mode="mean")
-        self.out = torch.nn.Linear(8, labels)
-
-    def forward(self, input_ids, offsets, labels):
-        logits = self.out(self.embed(input_ids, offsets))
-        return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
-
-
-def _collate(rows):
-    ids = [torch.tensor(r["input_ids"]) for r in rows]
-    offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
-    return {"input_ids": torch.cat(ids), "offsets": offsets, "labels": torch.tensor([r["label"] for r in rows])}
-
-
 @pytest.fixture(scope="module")
 def relation_data(minilm, data_root):
     """Two same-size, same-config training sets of different real examples (TACRED-format sample, train / dev)."""
@@ -341,19 +319,19 @@ def _fit(relation_data, output_dir, split="train", kill_at=None):
 
     data, vocab, labels = relation_data
     torch.manual_seed(0)
-    model = _BagOfWords(vocab, labels)
+    model = BagOfWords(vocab, labels)
 
     def hook(trainer):
         if kill_at is not None and trainer.state.global_step == kill_at:
-            raise _Killed
+            raise Killed
 
     config = TrainConfig(output_dir=str(output_dir), epochs=2, batch_size=4, learning_rate=1e-2, cpu=True,
                          progress=False, checkpoint_every=2, log_every=1)
-    return train(model, data[split], config, collate_fn=_collate, step_hook=hook), model
+    return train(model, data[split], config, collate_fn=collate, step_hook=hook), model
 
 
 def test_case02_resume_on_other_data_is_refused(relation_data, tmp_path):
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit(relation_data, tmp_path / "run", kill_at=5)
     with pytest.raises(ValueError, match="training data") as error:
         _fit(relation_data, tmp_path / "run", split="dev")  # same size and config, other examples
@@ -364,7 +342,7 @@ def test_case02_resume_on_other_data_is_refused(relation_data, tmp_path):
 
 def test_case10_a_half_written_last_metrics_line_is_dropped_on_resume(relation_data, tmp_path):
     _, reference = _fit(relation_data, tmp_path / "full")
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit(relation_data, tmp_path / "run", kill_at=5)
     metrics = tmp_path / "run" / "metrics.jsonl"
     with open(metrics, "a") as handle:
@@ -380,7 +358,7 @@ def test_case10_a_half_written_last_metrics_line_is_dropped_on_resume(relation_d
 def test_case10_a_damaged_metrics_line_in_the_middle_is_an_error_naming_file_and_line(relation_data, tmp_path):
     from kadapter.safe_files import DamagedFileError
 
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit(relation_data, tmp_path / "run", kill_at=5)
     metrics = tmp_path / "run" / "metrics.jsonl"
     lines = metrics.read_text().splitlines()
@@ -394,7 +372,7 @@ def test_case10_a_damaged_metrics_line_in_the_middle_is_an_error_naming_file_and
 def test_case13_a_truncated_checkpoint_is_an_error_naming_the_file(relation_data, tmp_path):
     from kadapter.safe_files import DamagedFileError
 
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit(relation_data, tmp_path / "run", kill_at=5)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     _truncate(checkpoint)

@@ -18,6 +18,7 @@ import torch
 from kadapter import AdapterConfig, KAdapterModel
 from kadapter.config import BackboneIdentity
 from kadapter.safe_files import DamagedFileError
+from training_fixtures import BagOfWords, Killed, collate
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1)
@@ -69,29 +70,6 @@ def test_item02_no_reader_in_the_kit_unpickles():
     assert not problems, "readers that can run code from a file:\n" + "\n".join(problems)
 
 
-class _Killed(RuntimeError):
-    pass
-
-
-class _BagOfWords(torch.nn.Module):
-    """A tiny relation classifier over real token ids: enough for the trainer to checkpoint and resume."""
-
-    def __init__(self, vocab: int, labels: int):
-        super().__init__()
-        self.embed = torch.nn.EmbeddingBag(vocab, 8, mode="mean")
-        self.out = torch.nn.Linear(8, labels)
-
-    def forward(self, input_ids, offsets, labels):
-        logits = self.out(self.embed(input_ids, offsets))
-        return {"loss": torch.nn.functional.cross_entropy(logits, labels)}
-
-
-def _collate(rows):
-    ids = [torch.tensor(r["input_ids"]) for r in rows]
-    offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
-    return {"input_ids": torch.cat(ids), "offsets": offsets, "labels": torch.tensor([r["label"] for r in rows])}
-
-
 @pytest.fixture(scope="module")
 def tokenizer(minilm_path):
     from transformers import AutoTokenizer
@@ -121,17 +99,17 @@ def _config(output_dir, **overrides):
     return TrainConfig(output_dir=str(output_dir), **{**settings, **overrides})
 
 
-def _fit(relation_data, output_dir, kill_at=None, model=None, collate=_collate, **overrides):
+def _fit(relation_data, output_dir, kill_at=None, model=None, collate=collate, **overrides):
     from kadapter.training import train
 
     data, vocab, labels = relation_data
     if model is None:
         torch.manual_seed(0)
-        model = _BagOfWords(vocab, labels)
+        model = BagOfWords(vocab, labels)
 
     def hook(trainer):
         if kill_at is not None and trainer.state.global_step == kill_at:
-            raise _Killed
+            raise Killed
 
     return train(model, data, _config(output_dir, **overrides), collate_fn=collate, step_hook=hook), model
 
@@ -148,7 +126,7 @@ class _Planted:
 
 def test_item02_a_planted_pickle_in_a_run_folder_is_refused_on_resume_without_running(relation_data, tmp_path):
     _, reference = _fit(relation_data, tmp_path / "full")
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit(relation_data, tmp_path / "run", kill_at=5)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     genuine = checkpoint.read_bytes()
@@ -169,17 +147,12 @@ def test_item02_a_planted_pickle_in_a_run_folder_is_refused_on_resume_without_ru
 @pytest.fixture(scope="module")
 def tiny_causal():
     """A tiny random Gemma-architecture LM (built from its config) and real LAMA T-REx prefixes as token ids."""
-    from kadapter.model import random_backbone
     from kadapter.probing import prefix_facts, prefix_ids
     from data_prep.lama import load_trex_facts
-    from tokenizer_fixtures import roberta_bpe_tokenizer
+    from tokenizer_fixtures import roberta_bpe_tokenizer, tiny_random_gemma
 
     tokenizer = roberta_bpe_tokenizer()
-    torch.manual_seed(0)
-    backbone = random_backbone("gemma3_text", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                               tie_word_embeddings=True)
+    backbone = tiny_random_gemma(tokenizer)
     kept, _ = prefix_facts(load_trex_facts(["P19", "P36"], limit=4)[0])
     return backbone, tokenizer, [prefix_ids(tokenizer, f["prefix"]) for f in kept]
 
@@ -271,11 +244,11 @@ def test_item19_an_interrupted_states_build_leaves_nothing_that_looks_finished(t
     backbone, tokenizer, sequences = tiny_causal
 
     def killed(*args, **kwargs):
-        raise _Killed
+        raise Killed
 
     with monkeypatch.context() as patch:
         patch.setattr(states_module, "causal_forward", killed)
-        with pytest.raises(_Killed):
+        with pytest.raises(Killed):
             _states(backbone, tokenizer, sequences, tmp_path)
     assert list(tmp_path.iterdir()) == []  # no final folder, no temporary one
     assert not _states(backbone, tokenizer, sequences, tmp_path).hit
@@ -291,7 +264,7 @@ def test_item04_an_infinite_learning_rate_stops_training_naming_the_step(relatio
     assert not (tmp_path / "run" / "train_summary.json").exists()  # no finished run, no dev score
 
 
-class _SqrtAtZero(_BagOfWords):
+class _SqrtAtZero(BagOfWords):
     """A finite loss whose gradient is not: sqrt(|w - w0|) at w = w0."""
 
     def forward(self, input_ids, offsets, labels):
@@ -396,7 +369,7 @@ def _fit_adapter(relation_data, output_dir, kill_at=None, adapter=None, **overri
                                           ("skip_interval", 1), ("num_attention_heads", 4),
                                           ("faithful_padding", True)])
 def test_item06_resume_refuses_a_shape_neutral_architecture_change(relation_data, tmp_path, field, value):
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit_adapter(relation_data, tmp_path / "run", kill_at=5)
     with pytest.raises(ValueError, match=rf"adapter\.config\.{field}: .* -> {re.escape(repr(value))}") as error:
         _fit_adapter(relation_data, tmp_path / "run", adapter={field: value})
@@ -406,7 +379,7 @@ def test_item06_resume_refuses_a_shape_neutral_architecture_change(relation_data
 
 
 def test_item06_resume_refuses_any_trajectory_field_of_the_train_config(relation_data, tmp_path):
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         _fit(relation_data, tmp_path / "run", kill_at=5)
     for field, value in [("greater_is_better", False), ("weight_decay", 0.0)]:
         with pytest.raises(ValueError, match=rf"{field}: .* -> {value!r}"):

@@ -8,7 +8,6 @@ import torch
 
 from data_prep.lama import load_relations, load_trex_facts
 from kadapter import AdapterConfig, KAdapterModel
-from kadapter.model import random_backbone
 from kadapter.probing import (
     BACKBONE_SOURCE, CandidateVocabulary, CausalLMProbe, CausalStates, add_control_adapter, build_causal_probe,
     causal_corpus_features, causal_forward, causal_lama_probe, causal_predict_topk, cloze_prefix, compare_topk,
@@ -17,7 +16,7 @@ from kadapter.probing import (
 )
 from kadapter.probing.recipes import CausalRecipe, MaskedRecipe, probe_recipe
 from kadapter.training import TrainConfig
-from tokenizer_fixtures import roberta_bpe_tokenizer
+from tokenizer_fixtures import roberta_bpe_tokenizer, tiny_random_gemma
 
 NOT_LAST = {"P106", "P136", "P140", "P190", "P27", "P413"}  # LAMA T-REx relations whose [Y] is not the last word
 SMALL_ADAPTER = AdapterConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_transformer_layers=1)
@@ -75,11 +74,7 @@ def test_cloze_prefix_asks_only_for_a_final_blank():
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = roberta_bpe_tokenizer()
-    torch.manual_seed(0)
-    backbone = random_backbone("gemma3_text", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                               tie_word_embeddings=True)
+    backbone = tiny_random_gemma(tokenizer)
     model = KAdapterModel(backbone, {"factual": SMALL_ADAPTER}, tokenizer=tokenizer)
     add_control_adapter(model, "factual", seed=3)
     return model

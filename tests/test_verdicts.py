@@ -164,19 +164,14 @@ def test_probe_budget_is_chosen_on_dev_for_the_backbone_and_applied_to_every_var
 def test_probe_budget_on_the_causal_recipe(tmp_path):
     """The same search through the causal recipe (a tiny random Gemma-architecture LM): the dev loss is the
     next-token loss over the probe's softmax vocabulary, defined on every dev position."""
-    from kadapter.model import random_backbone
     from kadapter.probing import causal_corpus_features, general_corpus
     from kadapter.probing.budget import choose_probe_budget
     from kadapter.probing.recipes import CausalRecipe
     from kadapter.training import TrainConfig
-    from tokenizer_fixtures import roberta_bpe_tokenizer
+    from tokenizer_fixtures import roberta_bpe_tokenizer, tiny_random_gemma
 
     tokenizer = roberta_bpe_tokenizer()
-    torch.manual_seed(0)
-    backbone = random_backbone("gemma3_text", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                               tie_word_embeddings=True)
+    backbone = tiny_random_gemma(tokenizer)
     model = KAdapterModel(backbone, tokenizer=tokenizer)
     texts, _ = general_corpus(30, seed=1)
     data = causal_corpus_features(model, texts, max_length=24, states_root=tmp_path / "states")

@@ -60,3 +60,16 @@ def roberta_bpe_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(roberta_bpe_tokenizer_dir())
+
+
+def tiny_random_gemma(tokenizer):
+    """A tiny random Gemma-3-architecture causal LM (built from its config, no download) over ``tokenizer``."""
+    import torch
+
+    from kadapter.model import random_backbone
+
+    torch.manual_seed(0)
+    return random_backbone("gemma3_text", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                           tie_word_embeddings=True)

@@ -28,54 +28,10 @@ from ..config import AdapterConfig, write_json
 from ..model import KAdapterModel
 from ..training import TrainConfig, Trainer
 from .features import BACKBONE_SOURCE
+from .positive_control_data import IGNORE, StatementSet, statement_text  # noqa: F401 (re-exported)
 
 POSITIVE_CONTROL = "positive_control"  # the adapter's name on the model
 POSITIVE_CONTROL_ROW = "positive control"  # its row in every table and in results.json
-IGNORE = -100
-
-
-def statement_text(fact: dict) -> str:
-    """The fact as a sentence: its template filled with subject and object ("Dante was born in Florence .")."""
-    return fact["template"].replace("[X]", fact["sub_label"]).replace("[Y]", fact["obj_label"])
-
-
-class StatementSet(torch.utils.data.Dataset):
-    """Token sequences with a label per position (``IGNORE`` where none) and how to get their backbone features.
-
-    ``features(indices)`` returns right-padded :class:`~kadapter.backbone.BackboneFeatures` of those sequences (a
-    causal LM: read from cached states; an encoder: one live frozen pass). ``statements`` counts the leading
-    sequences that are fact statements (the rest is general text)."""
-
-    def __init__(self, sequences: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], features,
-                 statements: int, facts: Sequence[dict]):
-        if len(sequences) != len(labels):
-            raise ValueError(f"{len(sequences)} sequences but {len(labels)} label rows")
-        self.sequences, self.labels, self.features = list(sequences), list(labels), features
-        self.statements, self.facts = statements, list(facts)
-        self.skipped: dict[str, int] = {}  # what was left out, and why (counted, never silent)
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-    def fingerprint(self) -> str:
-        from ..training import data_fingerprint
-
-        return data_fingerprint([self.sequences, self.labels])
-
-    def collate(self, indices: Sequence[int]) -> dict:
-        indices = [int(i) for i in indices]
-        features = self.features(indices)
-        width = features.attention_mask.shape[1]
-        labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
-        for row, i in enumerate(indices):
-            labels[row, :len(self.labels[i])] = torch.tensor(self.labels[i], dtype=torch.long)
-        rows, cols = torch.nonzero(labels != IGNORE, as_tuple=True)
-        return {"features": features, "rows": rows, "cols": cols, "labels": labels[rows, cols]}
-
-
 class StatementObjective(nn.Module):
     """The adapter being trained and the head of the backbone's own objective, read at the labelled positions."""
 
