@@ -113,3 +113,23 @@ def adapter_card(config: dict, backbone: dict, metadata: dict | None = None, pro
               f"- backbone: {backbone_licence(backbone)}",
               "- this adapter's weights derive from both; their terms apply to it.", ""]
     return "\n".join(lines)
+
+
+def _best_dev(run: dict) -> dict | None:
+    return next((h for h in run["history"] if h["epoch"] == run["best_epoch"]), None)
+
+
+def pretraining_card_metadata(results: dict, config, summary: dict, name: str, twins: dict[str, str]) -> dict:
+    """What a saved adapter's model card and config record: task, data and its hold-out, settings, steps, dev
+    metrics beside its random twin's (when trained alongside) and the majority baseline's. ``config``: the run's
+    :class:`kadapter.pretraining.PretrainConfig`."""
+    run = summary["runs"][name]
+    baselines = {f"random twin ({twin})": _best_dev(summary["runs"][twin])
+                 for twin, source in twins.items() if source == name and twin in summary["runs"]}
+    baselines.update(results.get("baselines", {}))
+    settings = ("max_length", "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio",
+                "max_grad_norm", "seed", "patience", "storage_dtype")
+    return {"task": results["kind"], "metric": results["metric"],
+            "data": {k: v for k, v in results["data"].items() if k != "encoding"},
+            "settings": {k: getattr(config, k) for k in settings}, "steps": summary["steps"],
+            "best_epoch": run["best_epoch"], "dev_metrics": _best_dev(run), "baselines": baselines}

@@ -33,6 +33,7 @@ from .config import AdapterConfig
 from .encoding import PadCollator, encode_dependency_dataset, encode_relation_dataset
 from .heads import IGNORE_INDEX, DependencyHeadPredictor, RelationClassificationHead, TaskModel
 from .model import KAdapterModel
+from .model_card import pretraining_card_metadata
 from .safe_files import save_safetensors
 from .training import TrainConfig, Trainer, trainable_state
 
@@ -425,7 +426,7 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                 adapter = model.encoder.adapters[name]
                 diagnostics = entry["diagnostics"]
                 entry["adapter_dir"] = str(adapter.save_pretrained(
-                    out / "adapters" / name, **card_metadata(results, config, summary, name, twins),
+                    out / "adapters" / name, **pretraining_card_metadata(results, config, summary, name, twins),
                     init_seed=entry["seed"], optimizer_steps=diagnostics["optimizer_steps"],
                     relative_distance_from_init=diagnostics["relative_distance_from_init"]))
             # adapter + fusion + head: everything needed to re-run this model's dev evaluation
@@ -445,26 +446,6 @@ def pretrain_adapters(kind: str, data: DatasetDict, adapters: Mapping[str, Adapt
                 if split.cache is not None:
                     shutil.rmtree(split.cache.path, ignore_errors=True)
     return results
-
-
-def _best_dev(run: dict) -> dict | None:
-    return next((h for h in run["history"] if h["epoch"] == run["best_epoch"]), None)
-
-
-def card_metadata(results: dict, config: PretrainConfig, summary: dict, name: str,
-                  twins: Mapping[str, str]) -> dict:
-    """What a saved adapter's model card and config record: task, data and its hold-out, settings, steps, dev
-    metrics beside its random twin's (when trained alongside) and the majority baseline's."""
-    run = summary["runs"][name]
-    baselines = {f"random twin ({twin})": _best_dev(summary["runs"][twin])
-                 for twin, source in twins.items() if source == name and twin in summary["runs"]}
-    baselines.update(results.get("baselines", {}))
-    settings = ("max_length", "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio",
-                "max_grad_norm", "seed", "patience", "storage_dtype")
-    return {"task": results["kind"], "metric": results["metric"],
-            "data": {k: v for k, v in results["data"].items() if k != "encoding"},
-            "settings": {k: getattr(config, k) for k in settings}, "steps": summary["steps"],
-            "best_epoch": run["best_epoch"], "dev_metrics": _best_dev(run), "baselines": baselines}
 
 
 def _diagnostics(adapter, name: str, init_seed: int, run: dict, trainer: Trainer, dev: SplitData,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from data_prep.lama import common_vocab, load_trex_facts, uhn_filter
-from kadapter import AdapterConfig, BackboneIdentity, KAdapterModel
+from kadapter import BackboneIdentity, KAdapterModel
 from kadapter.backbone import weights_fingerprint
 from kadapter.config import FusionConfig
 from kadapter.fusion import Fusion
@@ -24,16 +24,7 @@ from kadapter.training import TrainConfig
 from tokenizer_fixtures import roberta_bpe_tokenizer
 from notebook_fixtures import NOTEBOOK_CELL_TIMEOUT
 
-SMALL_ADAPTER = AdapterConfig(hidden_size=64, num_attention_heads=2, intermediate_size=128, num_transformer_layers=1)
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    """The real MiniLM with a small (untrained) adapter and its "w/o knowledge" twin."""
-    torch.manual_seed(0)
-    model = KAdapterModel.from_backbone(adapters={"factual": SMALL_ADAPTER})
-    add_control_adapter(model, "factual", seed=1)
-    return model
+from probing_fixtures import SMALL_ADAPTER, minilm  # noqa: F401 (minilm is a pytest fixture)
 
 
 # ------------------------------------------------------------------------------------------ hand-computed ranking

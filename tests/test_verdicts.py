@@ -5,19 +5,10 @@ import pytest
 import torch
 
 from kadapter import AdapterConfig, KAdapterModel
-from kadapter.probing import (BACKBONE_SOURCE, add_control_adapter, build_probe, general_corpus,
+from kadapter.probing import (BACKBONE_SOURCE, build_probe, general_corpus,
                               masked_corpus_features)
 
-SMALL_ADAPTER = AdapterConfig(hidden_size=64, num_attention_heads=2, intermediate_size=128, num_transformer_layers=1)
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    """The real MiniLM with a small adapter and its "w/o knowledge" twin."""
-    torch.manual_seed(0)
-    model = KAdapterModel.from_backbone(adapters={"factual": SMALL_ADAPTER})
-    add_control_adapter(model, "factual", seed=1)
-    return model
+from probing_fixtures import minilm  # noqa: F401 (minilm is a pytest fixture)
 
 
 @pytest.fixture(scope="module")
