@@ -7,10 +7,10 @@ they are skipped and reported with their fact counts (:func:`prefix_facts`), nev
 
 The probe recipe (:class:`CausalLMProbe`), the same for every variant compared: the model's own tied LM head (the
 frozen word embeddings, with the model's final-logit soft-capping if it has one) reads a **residual fusion**
-``h + W·[rms(h); rms(a_1); ...] + b`` of the backbone's final hidden state ``h`` and each frozen adapter's output
-``a_i`` at the predicting position. ``W, b`` start at zero, so every probe starts as the backbone with its own head;
-only ``W, b`` train, with the next-token objective on the same general English text, the same batches, steps,
-learning rate and seeds for every variant (:func:`kadapter.probing.masked.train_variants` drives them side by
+``h + Σ g_i·ℓ_i + W·[rms(h); rms(ℓ_1); ...] + b`` of the backbone's final hidden state ``h`` and each frozen
+adapter's learned part ``ℓ_i`` at the predicting position (:class:`ResidualFusion`). ``g, W, b`` start at zero, so
+every probe starts as the backbone with its own head; only ``g, W, b`` train, with the next-token objective on the
+same general English text, the same batches, steps, learning rate and seeds for every variant (:func:`kadapter.probing.masked.train_variants` drives them side by
 side). The backbone alone gets the same fusion over ``[rms(h)]`` so it has the same budget. The untouched backbone
 with its own head (no fusion at all) is reported as a reference row. The next-token softmax during training runs
 over the *training vocabulary* (every token that is a target in the training text, plus the ranking candidates),
@@ -33,8 +33,8 @@ from torch import nn
 
 from ..config import BackboneIdentity
 from ..model import KAdapterModel
-from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, adapter_identities, load_probe_weights,
-                       read_probe_config, save_probe)
+from .features import (BACKBONE_SOURCE, LearnedPartGates, MaskedFeatures, ProbeOutput, adapter_identities,
+                       load_probe_weights, read_probe_config, save_probe)
 from .states import CausalStates, causal_forward
 from .vocabulary import CandidateVocabulary, full_vocabulary
 
@@ -110,24 +110,40 @@ def _rms(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 class ResidualFusion(nn.Module):
-    """``h + W·[rms(h); rms(a_1); ...] + b`` with ``W, b`` zero at start: the identity on the backbone's state.
+    """``h + Σ_i g_i·ℓ_i + W·[rms(h); rms(ℓ_1); ...] + b``, every parameter zero at start: the identity on ``h``.
 
-    Each source is RMS-normalised before ``W`` (parameter-free), so the scale of a causal LM's states or of an
-    adapter's output does not matter; the residual keeps ``h`` itself untouched, so the model's own head reads it.
+    ``ℓ_i`` is adapter i's **learned part** (``Σ up_project(…)``, :meth:`KnowledgeAdapter.learned_part`), not its
+    whole output, which mostly re-sums the backbone's own tapped states. Two ways to read it, both trained from zero
+    on general text: ``W`` (each source RMS-normalised, parameter-free, so no scale matters) and one gate per adapter
+    (:class:`~kadapter.probing.features.LearnedPartGates`) that adds the learned part to ``h`` as it is, so the
+    model's own head reads what an adapter wrote into the hidden space.
+
+    ``add=True``: ``h + Σ ℓ_i`` with no parameters — the head the positive control is trained through, so that it
+    writes its facts where the gates read them.
     """
 
-    def __init__(self, hidden_size: int, adapter_names: Sequence[str]):
+    def __init__(self, hidden_size: int, adapter_names: Sequence[str], add: bool = False):
         super().__init__()
         self.adapter_names = list(adapter_names)
-        self.proj = nn.Linear((len(self.adapter_names) + 1) * hidden_size, hidden_size)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.add = add
+        if not add:
+            self.proj = nn.Linear((len(self.adapter_names) + 1) * hidden_size, hidden_size)
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+            self.gates = LearnedPartGates(self.adapter_names)
+
+    def gate_values(self) -> dict[str, float]:
+        """Each adapter's gate (1 for the parameter-free ``add`` fusion)."""
+        return {n: 1.0 for n in self.adapter_names} if self.add else self.gates.values()
 
     def forward(self, backbone_last: torch.Tensor, adapter_states: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if set(adapter_states) != set(self.adapter_names):
             raise ValueError(f"fusion expects adapters {self.adapter_names}, got {sorted(adapter_states)}")
+        fused = backbone_last.float()
+        if self.add:
+            return fused + sum((adapter_states[n].float() for n in self.adapter_names), torch.zeros_like(fused))
         parts = [_rms(backbone_last.float())] + [_rms(adapter_states[n].float()) for n in self.adapter_names]
-        return backbone_last.float() + self.proj(torch.cat(parts, dim=-1))
+        return self.gates(fused, adapter_states) + self.proj(torch.cat(parts, dim=-1))
 
 
 class TiedLMHead(nn.Module):
@@ -180,7 +196,7 @@ class CausalLMProbe(nn.Module):
     saved (a loaded probe ranks, it does not train)."""
 
     kind = "causal"
-    reads_learned_part = False  # the residual fusion reads each adapter's whole output
+    reads_learned_part = True  # the residual fusion reads each adapter's learned part (ResidualFusion)
 
     def __init__(self, adapter_names: Sequence[str], fusion: ResidualFusion, head: TiedLMHead,
                  identity: BackboneIdentity, recipe: dict | None = None,
@@ -197,10 +213,14 @@ class CausalLMProbe(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.fusion.proj.weight.device
+        return self.head._word_embeddings.weight.device
 
     def inputs(self, sources: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: sources[k].to(self.device) for k in [BACKBONE_SOURCE, *self.adapter_names]}
+
+    def gate_values(self) -> dict[str, float]:
+        """Each adapter's learned-part gate (:class:`~kadapter.probing.features.LearnedPartGates`)."""
+        return self.fusion.gate_values()
 
     def forward(self, sources: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None,
                 token_ids: torch.Tensor | None = None, decoder: tuple | None = None) -> ProbeOutput:
@@ -227,14 +247,17 @@ class CausalLMProbe(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         return save_probe(self, directory, {
-            "kind": self.kind, "adapter_names": self.adapter_names, "fusion": "residual (identity at start)",
+            "kind": self.kind, "adapter_names": self.adapter_names,
+            "fusion": "add" if self.fusion.add else "residual (identity at start)",
+            "gates": self.fusion.gate_values(),
             "head": self.head.config(), "recipe": self.recipe, "backbone": self.identity.to_dict()})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, model: KAdapterModel) -> "CausalLMProbe":
         directory = Path(directory)
         payload = read_probe_config(directory, model, required=("recipe",))
-        probe = build_causal_probe(model, payload["adapter_names"], recipe=payload["recipe"])
+        fusion = "add" if payload.get("fusion") == "add" else "residual"
+        probe = build_causal_probe(model, payload["adapter_names"], recipe=payload["recipe"], fusion=fusion)
         return load_probe_weights(probe, directory)
 
 
@@ -242,14 +265,15 @@ def build_causal_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), 
                        fusion: str | None = None, recipe: dict | None = None,
                        loss_token_ids: Sequence[int] | torch.Tensor | None = None) -> CausalLMProbe:
     """A fresh causal probe over ``adapter_names`` (empty: the backbone alone). Its fusion starts at zero, so
-    ``seed`` only fixes the batch order when trained (``fusion`` is accepted for the shared training driver and
-    must be None or "residual")."""
-    if fusion not in (None, "residual", "concat"):
-        raise ValueError(f"the causal probe uses the residual fusion, not {fusion!r}")
+    ``seed`` only fixes the batch order when trained. ``fusion``: None or "residual" (the probe recipe), "add"
+    (``h + Σ`` learned parts, no parameters: the positive control's training head)."""
+    if fusion not in (None, "residual", "concat", "add"):
+        raise ValueError(f"the causal probe uses the residual fusion (or 'add'), not {fusion!r}")
     unknown = [n for n in adapter_names if n not in model.adapters]
     if unknown:
         raise ValueError(f"model has no adapter(s) {unknown}; it has {model.adapter_names}")
-    probe = CausalLMProbe(adapter_names, ResidualFusion(model.hidden_size, adapter_names), tied_lm_head(model),
+    fusion_module = ResidualFusion(model.hidden_size, adapter_names, add=fusion == "add")
+    probe = CausalLMProbe(adapter_names, fusion_module, tied_lm_head(model),
                           model.identity, {"seed": seed, **(recipe or {})}, loss_token_ids)
     probe.adapter_identities = adapter_identities(model, adapter_names)  # saved with it, checked on loading
     return probe.to(next(model.backbone.parameters()).device)
@@ -261,7 +285,7 @@ def own_head_probe(model: KAdapterModel) -> CausalLMProbe:
 
 
 # =====================================================================================================================
-# Features: the backbone's final state and each adapter's output at the predicting positions
+# Features: the backbone's final state and each adapter's learned part at the predicting positions
 # =====================================================================================================================
 def _taps(model: KAdapterModel, adapter_names: Sequence[str]) -> list[int]:
     return sorted({t for n in adapter_names for t in model.adapters[n].tap_layers})
@@ -286,7 +310,8 @@ def _positions(model: KAdapterModel, states: CausalStates, indices: Sequence[int
             adapter = model.adapters[name]
             was_training = adapter.training
             adapter.eval()
-            out[name] = adapter(moved.hidden_states, moved.attention_mask)[rows.to(device), cols.to(device)].float().cpu()
+            learned = adapter.learned_part(moved.hidden_states, moved.attention_mask)
+            out[name] = learned[rows.to(device), cols.to(device)].float().cpu()
             adapter.train(was_training)
     return out
 
@@ -415,7 +440,7 @@ def causal_predict_topk(model: KAdapterModel, probe: CausalLMProbe, text: str, k
         adapter = model.adapters[name]
         was_training = adapter.training
         adapter.eval()
-        out = adapter({t: h.to(device) for t, h in tapped.items()}, mask.to(device))
+        out = adapter.learned_part({t: h.to(device) for t, h in tapped.items()}, mask.to(device))
         sources[name] = out[:, -1].float().cpu()
         adapter.train(was_training)
     probe.eval()

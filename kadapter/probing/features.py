@@ -49,6 +49,35 @@ class MaskedFeatures:
 
 
 
+class LearnedPartGates(torch.nn.Module):
+    """One gate per adapter that adds its **learned part** ``ℓ_i`` to the probe's input as it is:
+    ``fused + Σ_i g_i·ℓ_i``, every ``g_i`` zero at start (every variant starts as the backbone).
+
+    Why (issue 17): a probe head trained on general text moves its fusion's weight matrix too little to pass on an
+    adapter's knowledge that only matters on the facts — a positive control that holds its facts read as the backbone
+    — while one scalar per adapter is learned within the budget, so the head reads whatever an adapter wrote into
+    the hidden space. The gate is reparametrised ``g = SCALE·γ``: under Adam (steps of ~lr whatever the gradient's
+    scale) it then moves ``SCALE`` times faster than the fusion's weights and can reach 1 within a few hundred steps.
+    An adapter whose learned part does not help the probe's objective keeps its gate near 0; an untrained adapter's
+    learned part is ~0 whatever its gate.
+    """
+
+    SCALE = 30.0
+
+    def __init__(self, adapter_names: Sequence[str]):
+        super().__init__()
+        self.adapter_names = list(adapter_names)
+        self.raw = torch.nn.Parameter(torch.zeros(len(self.adapter_names)))
+
+    def values(self) -> dict[str, float]:
+        return {n: float(g) * self.SCALE for n, g in zip(self.adapter_names, self.raw.detach())}
+
+    def forward(self, fused: torch.Tensor, adapter_states) -> torch.Tensor:
+        for gate, name in zip(self.raw, self.adapter_names):
+            fused = fused + self.SCALE * gate * adapter_states[name].to(fused.dtype)
+        return fused
+
+
 @dataclass
 class ProbeOutput:
     logits: torch.Tensor  # (positions, vocabulary)

@@ -36,8 +36,8 @@ from ..backbone import BackboneFeatures, extract_features
 from ..config import BackboneIdentity, FusionConfig
 from ..fusion import Fusion
 from ..model import KAdapterModel
-from .features import (BACKBONE_SOURCE, MaskedFeatures, ProbeOutput, adapter_identities, load_probe_weights,
-                       read_probe_config, save_probe)
+from .features import (BACKBONE_SOURCE, LearnedPartGates, MaskedFeatures, ProbeOutput, adapter_identities,
+                       load_probe_weights, read_probe_config, save_probe)
 from .ranking import score_lama
 from .vocabulary import CandidateVocabulary, candidate_vocabulary, full_vocabulary, select_facts
 
@@ -334,10 +334,16 @@ class MaskedLMProbe(nn.Module):
         self.adapter_names = list(adapter_names)
         self.fusion, self.head, self.identity = fusion, head, identity
         self.recipe = dict(recipe or {})
+        # a trained fusion reads the adapters two ways: its weights and one gate per adapter's learned part
+        # (LearnedPartGates; zero at start); the parameter-free add fusion (the positive control's head) needs none
+        self.gates = LearnedPartGates(adapter_names) if fusion.config.mode != "add" else None
 
     @property
     def device(self) -> torch.device:
         return self.head.bias.device
+
+    def gate_values(self) -> dict[str, float]:
+        return self.gates.values() if self.gates is not None else {n: 1.0 for n in self.adapter_names}
 
     def inputs(self, sources: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The feature sources this probe reads, on its device."""
@@ -349,7 +355,10 @@ class MaskedLMProbe(nn.Module):
         """Vocabulary logits from features at some positions (``sources[BACKBONE_SOURCE]`` and each adapter's
         output there), or logits of ``token_ids`` only (``decoder``: ``head.decoder(token_ids)``, precomputed);
         with ``labels`` (gold token ids, full vocabulary) also the masked-LM cross-entropy."""
-        fused = self.fusion(sources[BACKBONE_SOURCE], {n: sources[n] for n in self.adapter_names})
+        adapter_states = {n: sources[n] for n in self.adapter_names}
+        fused = self.fusion(sources[BACKBONE_SOURCE], adapter_states)
+        if self.gates is not None:
+            fused = self.gates(fused, adapter_states)
         logits = self.head(fused, token_ids, decoder)
         loss = None
         if labels is not None:
@@ -367,6 +376,7 @@ class MaskedLMProbe(nn.Module):
         """probe_config.json (adapters read, fusion mode, head shape, recipe, backbone) + probe.safetensors."""
         return save_probe(self, directory, {
             "adapter_names": self.adapter_names, "fusion": self.fusion.config.mode, "head": self.head.config(),
+            "gates": self.gate_values(),
             "recipe": self.recipe, "backbone": self.identity.to_dict()})
 
     @classmethod

@@ -78,8 +78,8 @@ class MaskedRecipe:
 class CausalRecipe:
     kind = "causal"
     reference_name = "backbone (own LM head, untouched)"
-    description = ("the model's own tied LM head over a residual fusion h + W[rms(h); rms(adapters)] that starts as "
-                   "the identity (W = 0), trained with the next-token objective on the general corpus (softmax over "
+    description = ("the model's own tied LM head over a residual fusion h + Σ g·ℓ + W[rms(h); rms(ℓ)] of each "
+                   "adapter's learned part ℓ (a gate g per adapter) that starts as the identity (g, W = 0), trained with the next-token objective on the general corpus (softmax over "
                    "the training vocabulary: every target token + the ranking candidates), same steps, batches and "
                    "seeds for every variant")
 
@@ -106,8 +106,8 @@ class CausalRecipe:
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
     probe_reads_learned_part = causal.CausalLMProbe.reads_learned_part
     objective_description = ("next token: every position of <bos> + each fact's prefix (the last one predicts the "
-                             "object), and of the general sentences, through the model's own tied LM head over the residual fusion "
-                             "(softmax over the training targets)")
+                             "object), and of the general sentences, through the model's own tied LM head reading h + the adapter's "
+                             "learned part (add fusion; softmax over the training targets)")
 
     def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
         from .vocabulary import select_facts
@@ -121,8 +121,10 @@ class CausalRecipe:
 
     def objective_head(self, model: KAdapterModel, names: Sequence[str], labels, candidates, *, seed: int = 0):
         # the softmax over the training targets only (the objects are among them): on Gemma the ~20k ranking
-        # candidates would make every step ~5x dearer, and the control only has to prefer its objects
-        return causal.build_causal_probe(model, names, seed=seed, loss_token_ids=sorted(set(labels)))
+        # candidates would make every step ~5x dearer, and the control only has to prefer its objects. h + the
+        # learned part, no trainable fusion: through the residual fusion (thrown away with this head) the control's
+        # facts stayed in that fusion's W and a fresh probe read the control as the backbone (issue 17)
+        return causal.build_causal_probe(model, names, seed=seed, fusion="add", loss_token_ids=sorted(set(labels)))
 
     def prompt_features(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary, *,
                         taps: Sequence[int], cache_root=None):
