@@ -264,6 +264,17 @@ def test_an_interrupted_run_resumes_only_the_missing_relations(tiny_causal, smal
     assert killed == order[:2]
     assert sorted(p.stem for p in (out / "partial").glob("P*.json")) == sorted(order[:2])
     assert not list((out / "partial").glob(".*.tmp"))  # every write finished or never published
+    written = json.loads((out / "partial" / f"{order[0]}.json").read_text())
+    assert written["chance"] == pytest.approx(1 / len(dataset[order[0]].answers))
+    for name, entry in written["heads"].items():
+        assert entry["accuracy"] == uninterrupted["heads"][name]["accuracy"][order[0]]
+        assert entry["predictions"] == uninterrupted["heads"][name]["predictions"][order[0]]
+        summary = entry["score_summary"]
+        table = uninterrupted["heads"][name]["scores"][order[0]]
+        gold = [row[i["answer_index"]] for row, i in zip(table, dataset[order[0]].instances)]
+        assert summary["gold"] == gold and summary["top"] == [max(row) for row in table]
+        assert summary["gold_rank"] == [1 + sum(s > g for s in row) for row, g in zip(table, gold)]
+        assert all(rank == 1 for rank, right in zip(summary["gold_rank"], entry["correct"]) if right)
     capsys.readouterr()
     with monkeypatch.context() as patch:
         rest = _scoring_recorder(patch)

@@ -14,13 +14,14 @@ A rerun with the same identity skips the relations already on disk and says how 
 changed dataset, head, adapter or backbone) starts over, saying what changed. The batch size is not part of it: it
 changes no prediction (only float rounding in the last digits of a score).
 
-A relation file holds, per head, what the results keep of it (:data:`KEPT`): accuracy, 0/1 per instance, the
-predicted labels, a scores summary (per instance the gold statement's score, the top score and the gold's rank) and,
-when kept, every statement's score. Files are read back with :func:`kadapter.safe_files.read_json`; a damaged or
+A relation file holds its chance level and, per head, what the results keep of it (:data:`KEPT`): accuracy, 0/1
+per instance, the predicted labels, a scores summary (per instance the gold statement's score, the top score and the
+gold's rank) and, when kept, every statement's score. Files are read back with :func:`kadapter.safe_files.read_json`; a damaged or
 foreign relation file is scored again, and said so.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -57,9 +58,11 @@ def dataset_fingerprint(dataset: Mapping) -> str:
 
 def run_identity(model, heads: Mapping[str, torch.nn.Module], dataset: Mapping, *, template_index: int,
                  keep_scores: bool) -> dict:
-    return {"format": FORMAT, **backbone_fingerprints(model.backbone), "dataset": dataset_fingerprint(dataset),
-            "heads": {name: head_identity(model, head) for name, head in heads.items()},
-            "template_index": template_index, "keep_scores": keep_scores}
+    identity = {"format": FORMAT, **backbone_fingerprints(model.backbone), "dataset": dataset_fingerprint(dataset),
+                "heads": {name: head_identity(model, head) for name, head in heads.items()},
+                "template_index": template_index, "keep_scores": keep_scores}
+    # as it reads back from identity.json (a recipe's tuples become lists), so that equal identities compare equal
+    return json.loads(json.dumps(identity, default=str))
 
 
 def score_summary(table: torch.Tensor, gold: torch.Tensor) -> dict:
@@ -128,6 +131,7 @@ class PartialResults:
             return None
         return heads
 
-    def save(self, relation: str, heads: Mapping[str, Mapping], statements: int) -> None:
+    def save(self, relation: str, heads: Mapping[str, Mapping], *, statements: int, chance: float) -> None:
         write_json(self._path(relation), {"digest": self.digest, "relation": relation, "statements": statements,
+                                          "chance": chance,
                                           "heads": {name: dict(entry) for name, entry in heads.items()}})

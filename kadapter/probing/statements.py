@@ -142,7 +142,7 @@ def statement_probe(model: KAdapterModel, heads: Mapping[str, torch.nn.Module],
                 result = score_relation(model, heads, relation, template_index, batch_size)
                 result = {name: {key: r[key] for key in kept} for name, r in result.items()}
                 if partial is not None:
-                    partial.save(relation.relation, result, size)
+                    partial.save(relation.relation, result, statements=size, chance=relation.chance)
                 scored += size
             statements += size
             for name, r in result.items():
