@@ -278,9 +278,14 @@ def test_an_interrupted_run_resumes_only_the_missing_relations(tiny_causal, smal
     capsys.readouterr()
     with monkeypatch.context() as patch:
         rest = _scoring_recorder(patch)
+        patch.setenv("KADAPTER_PROGRESS", "plain")
+        patch.setenv("KADAPTER_PROGRESS_INTERVAL", "0")  # a progress line after every relation
         resumed = statement_probe(model, heads, dataset, batch_size=4, keep_scores=True, output_dir=out)
     assert rest == order[2:] and resumed["resumed"] == order[:2]
-    assert "2 of 4 relations resumed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 of 4 relations resumed" in printed
+    progress = [line for line in printed.splitlines() if line.startswith("[statement probe]")]
+    assert all(any(f"done={relation}," in line for line in progress) for relation in order)  # names the relation
     sizes = {r: len(dataset[r].instances) * len(dataset[r].answers) for r in order}
     assert resumed["scored_statements"] == sum(sizes[r] for r in order[2:]) and \
         resumed["statements"] == uninterrupted["statements"]

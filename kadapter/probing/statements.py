@@ -128,16 +128,19 @@ def statement_probe(model: KAdapterModel, heads: Mapping[str, torch.nn.Module],
     kept = KEPT + (("scores",) if keep_scores else ())
     partial = None if output_dir is None else PartialResults(output_dir, run_identity(
         model, heads, dataset, template_index=template_index, keep_scores=keep_scores))
+    finished = {} if partial is None else {r: partial.load(r) for r in dataset}
+    resumed = [r for r, result in finished.items() if result is not None]
+    if partial is not None:
+        progress_log(f"statement probe: {len(resumed)} of {len(dataset)} relations resumed from {partial.folder}"
+                     + (f" ({', '.join(resumed)})" if resumed else "")
+                     + f"; {len(dataset) - len(resumed)} to score")
     per_head = {name: {key: {} for key in kept} for name in heads}
     statements = scored = 0
-    resumed = []
     with progress_bar(total=len(dataset), desc="statement probe", unit="relation") as bar:
         for relation in dataset.values():
             size = len(relation.instances) * len(relation.answers)
-            result = partial.load(relation.relation) if partial is not None else None
-            if result is not None:
-                resumed.append(relation.relation)
-            else:
+            result = finished.get(relation.relation)
+            if result is None:
                 bar.set_postfix(relation=relation.relation, statements=size)  # the relation being scored
                 result = score_relation(model, heads, relation, template_index, batch_size)
                 result = {name: {key: r[key] for key in kept} for name, r in result.items()}
@@ -150,9 +153,6 @@ def statement_probe(model: KAdapterModel, heads: Mapping[str, torch.nn.Module],
                     per_head[name][key][relation.relation] = r[key]
             bar.set_postfix(done=relation.relation, accuracy=next(iter(result.values()))["accuracy"])
             bar.update(1)
-    if partial is not None:
-        progress_log(f"statement probe: {len(resumed)} of {len(dataset)} relations resumed from {partial.folder}"
-                     + (f" ({', '.join(resumed)})" if resumed else ""))
     chance = {r.relation: r.chance for r in dataset.values()}
     for entry in per_head.values():
         entry["mean"] = sum(entry["accuracy"].values()) / len(entry["accuracy"])
