@@ -303,6 +303,23 @@ def test_an_interrupted_run_resumes_only_the_missing_relations(tiny_causal, smal
     assert again == [order[1]] and repaired["heads"] == uninterrupted["heads"]
 
 
+def test_a_masked_lm_run_resumes_too(tiny_masked, small_dataset, tmp_path, monkeypatch):
+    """The pseudo-log-likelihood path (a masked LM's own MLM head) written and resumed the same way."""
+    model = KAdapterModel.from_backbone(tiny_masked)
+    heads = reference_heads(model)
+    dataset, _ = read_statement_dataset(small_dataset)
+    uninterrupted = statement_probe(model, heads, dataset, batch_size=8)
+    with monkeypatch.context() as patch:
+        _scoring_recorder(patch, stop_after=1)
+        with pytest.raises(KeyboardInterrupt):
+            statement_probe(model, heads, dataset, batch_size=8, output_dir=tmp_path)
+    with monkeypatch.context() as patch:
+        rest = _scoring_recorder(patch)
+        resumed = statement_probe(model, heads, dataset, batch_size=8, output_dir=tmp_path)
+    assert rest == list(dataset)[1:] and resumed["resumed"] == list(dataset)[:1]
+    assert resumed["heads"] == uninterrupted["heads"]
+
+
 def test_a_changed_head_or_dataset_is_not_resumed(tiny_causal, small_dataset, tmp_path, monkeypatch, capsys):
     model, heads = _heads_with_adapter(tiny_causal)
     dataset, _ = read_statement_dataset(small_dataset)
