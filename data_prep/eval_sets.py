@@ -10,6 +10,8 @@ Every loader returns ``(datasets.Dataset, SkipReport)``.
   subject overlapping the object, a label outside the label set) is skipped and counted in the report, with
   ``file:line`` examples; ``strict=True`` raises instead.
 
+Both rules, and JSON read record by record with the line each record starts on, are :mod:`data_prep.strict_records`.
+
 Relation-classification records follow the project's one schema, :data:`data_prep.records.RC_FIELDS`:
 ``{id, tokens, subj_start, subj_end, obj_start, obj_end, relation, subj_id, obj_id, source}`` with token spans END
 EXCLUSIVE (TACRED's inclusive ends are converted); ``subj_id``/``obj_id`` are Wikidata QIDs for FewRel and empty
@@ -20,18 +22,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Sequence as HFSequence, Value
 
 from .paths import data_path
 from .records import RC_FEATURES, rc_dataset, rc_problem, span_problem
-from .report import DataFormatError, SkipReport, read_text, surrogate_problem, text_lines
+from .report import DataFormatError, SkipReport, read_text, text_lines
+from .strict_records import JsonRecord, JsonScanner, Rejecter, json_records
 from .text import simple_tokenize, tokenize_tagged  # noqa: F401 (simple_tokenize re-exported)
 
 _INT, _STR = Value("int64"), Value("string")
@@ -56,132 +57,10 @@ PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": 
 # Shared helpers
 # --------------------------------------------------------------------------------------------------------------
 
-class _Rejecter:
-    """One place that decides what an unusable record becomes: a counted skip, or (strict) an error."""
-
-    def __init__(self, path: Path, report: SkipReport, strict: bool):
-        self.path, self.report, self.strict = path, report, strict
-
-    def __call__(self, line: int, field: str | None, reason: str, detail: str = "", record: str = "") -> None:
-        if self.strict:
-            raise DataFormatError(self.path, line, field, (f"{record}: " if record else "") + reason
-                                  + (f": {detail}" if detail else ""))
-        self.report.skip(reason, f"{self.path.name}:{line}" + (f" {record}" if record else "")
-                         + (f" ({field})" if field else ""))
-
-
 def _dataset(records: list[dict], features: Features) -> Dataset:
     if not records:
         return Dataset.from_dict({name: [] for name in features}, features=features)
     return Dataset.from_list(records, features=features)
-
-
-class _JsonRecord:
-    """A decoded JSON record with where it came from, so every complaint names file, line, record and field.
-
-    The real files are often one-line JSON arrays, where the line alone does not find a record: the message also
-    says which record (``record 17``)."""
-
-    def __init__(self, raw: Any, path: Path, line: int, label: str):
-        self.raw, self.path, self.line, self.label = raw, path, line, label
-        if not isinstance(raw, dict):
-            self.fail(None, f"expected a JSON object, found {type(raw).__name__}")
-
-    def fail(self, field: str | None, message: str):
-        raise DataFormatError(self.path, self.line, field, f"{self.label}: {message}")
-
-    def get(self, name: str, kind: type, item_kind: type | None = None) -> Any:
-        """``raw[name]``, checked to exist and to be a ``kind`` (for a list: of ``item_kind`` items)."""
-        if name not in self.raw:
-            self.fail(name, "missing")
-        value = self.raw[name]
-        # bool is an int to Python, never to a data format.
-        if isinstance(value, bool) or not isinstance(value, kind):
-            self.fail(name, f"expected {kind.__name__}, found {type(value).__name__} {value!r:.60}")
-        for i, item in enumerate(value if item_kind is not None else ()):
-            if isinstance(item, bool) or not isinstance(item, item_kind):
-                self.fail(name, f"item {i} should be {item_kind.__name__}, found {type(item).__name__} {item!r:.60}")
-            if isinstance(item, str) and surrogate_problem(item):
-                self.fail(name, f"item {i} holds {surrogate_problem(item)}")
-        if isinstance(value, str) and surrogate_problem(value):
-            self.fail(name, surrogate_problem(value))
-        return value
-
-
-class _JsonScanner:
-    """Walks a JSON document record by record, so every record knows the line it starts on."""
-
-    _SPACE = re.compile(r"[ \t\n\r]*")
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.text = read_text(path)
-        self.pos = 0
-        self._line_pos, self._line = 0, 1
-        self._decoder = json.JSONDecoder()
-
-    def line(self, pos: int | None = None) -> int:
-        pos = self.pos if pos is None else pos
-        if pos < self._line_pos:  # never happens in a forward walk; stay correct anyway
-            return self.text.count("\n", 0, pos) + 1
-        self._line += self.text.count("\n", self._line_pos, pos)
-        self._line_pos = pos
-        return self._line
-
-    def skip_space(self) -> str:
-        self.pos = self._SPACE.match(self.text, self.pos).end()
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def expect(self, chars: str) -> str:
-        found = self.skip_space()
-        if not found or found not in chars:
-            what = repr(found) if found else "end of file"
-            raise DataFormatError(self.path, self.line(), None,
-                                  f"malformed JSON: expected one of {chars!r}, found {what}")
-        self.pos += 1
-        return found
-
-    def value(self) -> tuple[int, Any]:
-        self.skip_space()
-        line = self.line()
-        try:
-            value, self.pos = self._decoder.raw_decode(self.text, self.pos)
-        except json.JSONDecodeError as error:
-            # name the line the broken record starts on; the decoder's position goes in the message
-            raise DataFormatError(self.path, line, None, f"malformed JSON: {error.msg} (at line {error.lineno}, "
-                                                         f"column {error.colno})") from error
-        return line, value
-
-    def array_items(self) -> Iterator[tuple[int, Any]]:
-        """Items of the array starting at the current position, with their lines."""
-        self.expect("[")
-        if self.skip_space() == "]":
-            self.pos += 1
-            return
-        while True:
-            yield self.value()
-            if self.expect(",]") == "]":
-                return
-
-    def end(self) -> None:
-        if self.skip_space():
-            raise DataFormatError(self.path, self.line(), None, "malformed JSON: extra data after the document")
-
-
-def _json_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, record) from a JSON array file, or from a JSON-lines file (one object per line)."""
-    scanner = _JsonScanner(path)
-    if scanner.skip_space() == "[":
-        yield from scanner.array_items()
-        scanner.end()
-        return
-    for number, line in enumerate(scanner.text.split("\n"), start=1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, number, None,
-                                      f"malformed JSON: {error.msg} (column {error.colno})") from error
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,10 +85,10 @@ def read_openentity(path: str | Path, *, label_set: Sequence[str] | None = None,
         label_set = openentity_types(path.parent / "tags.txt")
     allowed = set(label_set) if label_set is not None else None
     report = SkipReport(source=str(path))
-    reject = _Rejecter(path, report, strict)
+    reject = Rejecter(path, report, strict)
     records = []
-    for index, (line, raw) in enumerate(_json_records(path)):
-        rec = _JsonRecord(raw, path, line, f"record {index}")
+    for index, (line, raw) in enumerate(json_records(path)):
+        rec = JsonRecord(raw, path, line, f"record {index}")
         text, start, end = rec.get("sent", str), rec.get("start", int), rec.get("end", int)
         labels = rec.get("labels", list, item_kind=str)
         if not text.strip():
@@ -250,10 +129,10 @@ def read_tacred(path: str | Path, *, relations: Sequence[str] | None = None, str
     source = source or f"tacred_{path.stem}"
     allowed = set(relations) if relations is not None else None
     report = SkipReport(source=str(path))
-    reject = _Rejecter(path, report, strict)
+    reject = Rejecter(path, report, strict)
     records = []
-    for index, (line, raw) in enumerate(_json_records(path)):
-        rec = _JsonRecord(raw, path, line, f"record {index}")
+    for index, (line, raw) in enumerate(json_records(path)):
+        rec = JsonRecord(raw, path, line, f"record {index}")
         tokens = rec.get("token", list, item_kind=str)
         record = {"id": rec.get("id", str), "tokens": [PTB_ESCAPES.get(t, t) for t in tokens],
                   "relation": rec.get("relation", str), "subj_id": "", "obj_id": "", "source": source,
@@ -342,7 +221,7 @@ def read_semeval2010(path: str | Path, *, keys_path: str | Path | None = None, s
     source = source or f"semeval2010_{path.stem.lower()}"
     keys = _semeval_keys(Path(keys_path)) if keys_path is not None else None
     report = SkipReport(source=str(path))
-    reject = _Rejecter(path, report, strict)
+    reject = Rejecter(path, report, strict)
     records = []
     for line, sentence_id, sentence, label_line, label in _semeval_blocks(path):
         if keys is not None:
@@ -389,7 +268,7 @@ def load_semeval2010(split: str = "train", **kwargs) -> tuple[Dataset, SkipRepor
 # FewRel
 # --------------------------------------------------------------------------------------------------------------
 
-def _fewrel_entity(rec: _JsonRecord, role: str) -> tuple[str, str, list[int]]:
+def _fewrel_entity(rec: JsonRecord, role: str) -> tuple[str, str, list[int]]:
     entity = rec.get(role, list)
     if (len(entity) != 3 or not isinstance(entity[0], str) or not isinstance(entity[1], str)
             or not isinstance(entity[2], list) or not entity[2]
@@ -412,9 +291,9 @@ def read_fewrel(path: str | Path, *, strict: bool = False,
     path = Path(path)
     source = source or f"fewrel_{path.stem}"
     report = SkipReport(source=str(path))
-    reject = _Rejecter(path, report, strict)
+    reject = Rejecter(path, report, strict)
     records = []
-    scanner = _JsonScanner(path)
+    scanner = JsonScanner(path)
     scanner.expect("{")
     more = scanner.skip_space() != "}"
     while more:
@@ -423,7 +302,7 @@ def read_fewrel(path: str | Path, *, strict: bool = False,
             raise DataFormatError(path, key_line, "relation", f"expected a relation name, found {relation!r:.60}")
         scanner.expect(":")
         for k, (line, raw) in enumerate(scanner.array_items()):
-            rec = _JsonRecord(raw, path, line, f"{relation} record {k}")
+            rec = JsonRecord(raw, path, line, f"{relation} record {k}")
             tokens = rec.get("tokens", list, item_kind=str)
             (h_name, h_id, h_pos), (t_name, t_id, t_pos) = (_fewrel_entity(rec, role) for role in "ht")
             gap = next((role for role, pos in (("h", h_pos), ("t", t_pos))
@@ -459,7 +338,7 @@ def read_cosmosqa(path: str | Path, *, strict: bool = False) -> tuple[Dataset, S
     label}``; ``label`` is the index (0-3) of the right choice."""
     path = Path(path)
     report = SkipReport(source=str(path))
-    reject = _Rejecter(path, report, strict)
+    reject = Rejecter(path, report, strict)
     records = []
     with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle, strict=True)

@@ -19,9 +19,12 @@ class PipelineUsageError(ValueError):
 def write_json(path: Path, payload: dict) -> None:
     # a temp name of its own (not one shared name per file) in the same folder, then an atomic rename: a killed run
     # never leaves a half-written file, and two writers never publish each other's half
+    from .safe_files import ordinary_permissions
+
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(json.dumps(payload, indent=2) + "\n")
+    ordinary_permissions(tmp)  # mkstemp's file is private (0600): give it the mode open() would have
     os.replace(tmp, path)
 
 

@@ -209,6 +209,151 @@ def test_command_line_writes_results_with_a_probe_set(tiny_causal, small_dataset
         assert written["accuracy"][relation] == pytest.approx(np.mean(correct))
     assert written["mean"] == pytest.approx(np.mean(list(written["accuracy"].values())))
     assert results["heads"]["+factual | seed 0"]["mean"] == written["heads"]["+factual | seed 0"]["mean"]
+    rerun = main([str(small_dataset), "--backbone", tiny_causal, "--probe-set", str(tmp_path / "probe-set"),
+                  "--output", str(tmp_path / "out"), "--batch-size", "4"])  # everything is on disk: nothing scored
+    assert rerun["resumed"] == list(dataset) and rerun["scored_statements"] == 0
+    from kadapter.safe_files import umask
+
+    for written_file in [tmp_path / "out" / "results.json", *(tmp_path / "out" / "partial").iterdir()]:
+        assert written_file.stat().st_mode & 0o777 == 0o666 & ~umask(), written_file  # not mkstemp's private 0600
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["heads"] == written["heads"]
+
+
+# ---------------------------------------------------------------------------------------- per-relation resume
+def _heads_with_adapter(model_path):
+    """The own head and a probe reading an adapter (a trained-looking fusion): heads whose identity can change."""
+    model = KAdapterModel.from_backbone(model_path)
+    model.add_adapter("factual", AdapterConfig(hidden_size=16, num_attention_heads=2, intermediate_size=32,
+                                               num_transformer_layers=1))
+    torch.manual_seed(3)
+    probe = build_causal_probe(model, ["factual"])
+    torch.nn.init.normal_(probe.fusion.proj.weight, std=0.3)
+    return model, {**reference_heads(model), "+factual": probe}
+
+
+def _scoring_recorder(monkeypatch, stop_after: int | None = None) -> list[str]:
+    """Record the relations actually scored; with ``stop_after``, die (as a killed run) when the next one starts."""
+    import kadapter.probing.statements as statements
+
+    real, scored = statements.score_relation, []
+
+    def score_relation(model, heads, relation, *args):
+        if stop_after is not None and len(scored) == stop_after:
+            raise KeyboardInterrupt(f"killed before {relation.relation}")
+        scored.append(relation.relation)
+        return real(model, heads, relation, *args)
+
+    monkeypatch.setattr(statements, "score_relation", score_relation)
+    return scored
+
+
+VOLATILE = ("seconds", "resumed", "scored_statements")
+
+
+def test_an_interrupted_run_resumes_only_the_missing_relations(tiny_causal, small_dataset, tmp_path, monkeypatch,
+                                                               capsys):
+    model, heads = _heads_with_adapter(tiny_causal)
+    dataset, _ = read_statement_dataset(small_dataset)
+    order = list(dataset)
+    uninterrupted = statement_probe(model, heads, dataset, batch_size=4, keep_scores=True)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        killed = _scoring_recorder(patch, stop_after=2)
+        with pytest.raises(KeyboardInterrupt):
+            statement_probe(model, heads, dataset, batch_size=4, keep_scores=True, output_dir=out)
+    assert killed == order[:2]
+    assert sorted(p.stem for p in (out / "partial").glob("P*.json")) == sorted(order[:2])
+    assert not list((out / "partial").glob(".*.tmp"))  # every write finished or never published
+    written = json.loads((out / "partial" / f"{order[0]}.json").read_text())
+    assert written["chance"] == pytest.approx(1 / len(dataset[order[0]].answers))
+    for name, entry in written["heads"].items():
+        assert entry["accuracy"] == uninterrupted["heads"][name]["accuracy"][order[0]]
+        assert entry["predictions"] == uninterrupted["heads"][name]["predictions"][order[0]]
+        summary = entry["score_summary"]
+        table = uninterrupted["heads"][name]["scores"][order[0]]
+        gold = [row[i["answer_index"]] for row, i in zip(table, dataset[order[0]].instances)]
+        assert summary["gold"] == gold and summary["top"] == [max(row) for row in table]
+        assert summary["gold_rank"] == [1 + sum(s > g for s in row) for row, g in zip(table, gold)]
+        assert all(rank == 1 for rank, right in zip(summary["gold_rank"], entry["correct"]) if right)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        rest = _scoring_recorder(patch)
+        patch.setenv("KADAPTER_PROGRESS", "plain")
+        patch.setenv("KADAPTER_PROGRESS_INTERVAL", "0")  # a progress line after every relation
+        resumed = statement_probe(model, heads, dataset, batch_size=4, keep_scores=True, output_dir=out)
+    assert rest == order[2:] and resumed["resumed"] == order[:2]
+    printed = capsys.readouterr().out
+    assert "2 of 4 relations resumed" in printed
+    progress = [line for line in printed.splitlines() if line.startswith("[statement probe]")]
+    assert all(any(f"done={relation}," in line for line in progress) for relation in order)  # names the relation
+    sizes = {r: len(dataset[r].instances) * len(dataset[r].answers) for r in order}
+    assert resumed["scored_statements"] == sum(sizes[r] for r in order[2:]) and \
+        resumed["statements"] == uninterrupted["statements"]
+    assert {k: v for k, v in resumed.items() if k not in VOLATILE} == \
+        {k: v for k, v in uninterrupted.items() if k not in VOLATILE}
+    predicted = [p for preds in uninterrupted["heads"]["+factual"]["predictions"].values() for p in preds]
+    assert len(set(predicted)) > 3  # not a constant ranking, which would make any resume look right
+
+    # a damaged relation file (edited, or a disk error) is scored again, and only it
+    (out / "partial" / f"{order[1]}.json").write_text('{"digest": ')
+    with monkeypatch.context() as patch:
+        again = _scoring_recorder(patch)
+        with pytest.warns(UserWarning, match=rf"{order[1]}\.json.*relation {order[1]} is scored again"):
+            repaired = statement_probe(model, heads, dataset, batch_size=4, keep_scores=True, output_dir=out)
+    assert again == [order[1]] and repaired["heads"] == uninterrupted["heads"]
+
+
+def test_a_masked_lm_run_resumes_too(tiny_masked, small_dataset, tmp_path, monkeypatch):
+    """The pseudo-log-likelihood path (a masked LM's own MLM head) written and resumed the same way."""
+    model = KAdapterModel.from_backbone(tiny_masked)
+    heads = reference_heads(model)
+    dataset, _ = read_statement_dataset(small_dataset)
+    uninterrupted = statement_probe(model, heads, dataset, batch_size=8)
+    with monkeypatch.context() as patch:
+        _scoring_recorder(patch, stop_after=1)
+        with pytest.raises(KeyboardInterrupt):
+            statement_probe(model, heads, dataset, batch_size=8, output_dir=tmp_path)
+    with monkeypatch.context() as patch:
+        rest = _scoring_recorder(patch)
+        resumed = statement_probe(model, heads, dataset, batch_size=8, output_dir=tmp_path)
+    assert rest == list(dataset)[1:] and resumed["resumed"] == list(dataset)[:1]
+    assert resumed["heads"] == uninterrupted["heads"]
+
+
+def test_a_changed_head_or_dataset_is_not_resumed(tiny_causal, small_dataset, tmp_path, monkeypatch, capsys):
+    model, heads = _heads_with_adapter(tiny_causal)
+    dataset, _ = read_statement_dataset(small_dataset)
+    out = tmp_path / "out"
+    first = statement_probe(model, heads, dataset, batch_size=4, output_dir=out)
+    with torch.no_grad():  # the same probe, trained a little further: another head
+        heads["+factual"].fusion.proj.weight.mul_(1.5)
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        scored = _scoring_recorder(patch)
+        changed = statement_probe(model, heads, dataset, batch_size=4, output_dir=out)
+    assert scored == list(dataset) and changed["resumed"] == []
+    message = capsys.readouterr().out
+    assert "starting over" in message and "heads (+factual) changed" in message
+    assert changed["heads"][OWN_HEAD] == first["heads"][OWN_HEAD]
+    assert changed["heads"]["+factual"]["score_summary"] != first["heads"]["+factual"]["score_summary"]
+
+    with torch.no_grad():  # the adapter a probe reads changes: its head's identity changes too
+        next(model.adapters["factual"].parameters()).add_(0.1)
+    with monkeypatch.context() as patch:
+        scored = _scoring_recorder(patch)
+        statement_probe(model, heads, dataset, batch_size=4, output_dir=out)
+    assert scored == list(dataset)
+    assert "heads (+factual)" in capsys.readouterr().out
+
+    fewer, _ = read_statement_dataset(small_dataset, max_instances=2)  # another dataset
+    with monkeypatch.context() as patch:
+        scored = _scoring_recorder(patch)
+        statement_probe(model, heads, fewer, batch_size=4, output_dir=out)
+    assert scored == list(dataset) and "dataset changed" in capsys.readouterr().out
+    with monkeypatch.context() as patch:  # and the same again: nothing left to score
+        scored = _scoring_recorder(patch)
+        statement_probe(model, heads, fewer, batch_size=4, output_dir=out)
+    assert scored == []
 
 
 # ----------------------------------------------------------------------------------------------------- bad input

@@ -15,7 +15,8 @@ One module per idea:
   backbone variant and applied to every variant;
 - :mod:`~kadapter.probing.variants`: adapter combinations, "w/o knowledge" twins, training variants side by side,
   saving / loading a probe set.
-- :mod:`~kadapter.probing.statements` (+ :mod:`~kadapter.probing.statement_scores`): statement ranking (BEAR /
+- :mod:`~kadapter.probing.statements` (+ :mod:`~kadapter.probing.statement_scores`, and
+  :mod:`~kadapter.probing.statement_partial` for the per-relation results a rerun resumes): statement ranking (BEAR /
   lm-pub-quiz style): whole statements with every answer of the answer space, scored by log-likelihood, head for head;
   ``python -m kadapter.probing.statements``. Not re-exported here (import it from its module).
 

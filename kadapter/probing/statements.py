@@ -17,11 +17,14 @@ Command line::
 writes ``OUT_DIR/results.json``: ``accuracy`` (relation -> accuracy), ``mean``, ``chance`` (relation -> 1/|answers|),
 ``chance_mean``, ``predictions`` (relation -> predicted ``obj_label`` per instance, in file order) for the reference
 head (own head, else the first probe), and the same under ``heads`` for every head.
+
+Every finished relation is written at once to ``OUT_DIR/partial/`` (:mod:`kadapter.probing.statement_partial`): a
+run killed half-way, run again with the same dataset and heads, scores only the relations still missing and says how
+many it resumed; with another dataset or heads it starts over, saying what changed.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,10 +36,9 @@ from data_prep.statements import StatementRelation, check_template, read_stateme
 from ..model import KAdapterModel
 from .statement_scores import causal_scores, encode_causal, encode_masked, masked_scores
 
-try:
-    from ..progress import progress_bar
-except ImportError:  # until kadapter.progress lands
-    from tqdm.auto import tqdm as progress_bar
+from ..progress import progress_bar, progress_log
+from ..run_folder import write_json
+from .statement_partial import KEPT, PartialResults, run_identity, score_summary
 
 OWN_HEAD = "own head"
 
@@ -105,39 +107,63 @@ def score_relation(model: KAdapterModel, heads: Mapping[str, torch.nn.Module], r
         correct = (predicted == gold).long()
         out[name] = {"accuracy": float(correct.float().mean()), "correct": correct.tolist(),
                      "predictions": [relation.answers[k] for k in predicted.tolist()],
-                     "scores": table.tolist()}
+                     "score_summary": score_summary(table, gold), "scores": table.tolist()}
     return out
 
 
 def statement_probe(model: KAdapterModel, heads: Mapping[str, torch.nn.Module],
                     dataset: Mapping[str, StatementRelation], *, template_index: int = 0, batch_size: int = 64,
-                    keep_scores: bool = False) -> dict:
+                    keep_scores: bool = False, output_dir: str | Path | None = None) -> dict:
     """Every head on every relation of ``dataset``. Returns the results layout of ``results.json`` (see the module
-    doc), with per head ``correct`` (relation -> 0/1 per instance) for paired comparisons, and with
-    ``keep_scores`` the statement scores too."""
+    doc), with per head ``correct`` (relation -> 0/1 per instance) for paired comparisons, ``score_summary``
+    (relation -> per instance the gold's score, the top score and the gold's rank) and with ``keep_scores`` the
+    statement scores too.
+
+    With ``output_dir``, each relation's results are written to ``output_dir/partial`` as soon as it is done, and the
+    relations a previous run of the same identity finished there are read back instead of scored (``resumed`` lists
+    them); ``statements`` counts every statement of the results, ``scored_statements`` those scored by this call."""
     if not heads:
         raise ValueError("no head to score: this backbone has no head of its own; give a probe set")
     start = time.perf_counter()
-    per_head = {name: {"accuracy": {}, "predictions": {}, "correct": {}, "scores": {}} for name in heads}
-    statements = 0
-    for relation in progress_bar(list(dataset.values()), desc="statement probe", unit="relation"):
-        result = score_relation(model, heads, relation, template_index, batch_size)
-        statements += len(relation.instances) * len(relation.answers)
-        for name, r in result.items():
-            for key in ("accuracy", "predictions", "correct", "scores"):
-                per_head[name][key][relation.relation] = r[key]
+    kept = KEPT + (("scores",) if keep_scores else ())
+    partial = None if output_dir is None else PartialResults(output_dir, run_identity(
+        model, heads, dataset, template_index=template_index, keep_scores=keep_scores))
+    finished = {} if partial is None else {r: partial.load(r) for r in dataset}
+    resumed = [r for r, result in finished.items() if result is not None]
+    if partial is not None:
+        progress_log(f"statement probe: {len(resumed)} of {len(dataset)} relations resumed from {partial.folder}"
+                     + (f" ({', '.join(resumed)})" if resumed else "")
+                     + f"; {len(dataset) - len(resumed)} to score")
+    per_head = {name: {key: {} for key in kept} for name in heads}
+    statements = scored = 0
+    with progress_bar(total=len(dataset), desc="statement probe", unit="relation") as bar:
+        for relation in dataset.values():
+            size = len(relation.instances) * len(relation.answers)
+            result = finished.get(relation.relation)
+            if result is None:
+                bar.set_postfix(relation=relation.relation, statements=size)  # the relation being scored
+                result = score_relation(model, heads, relation, template_index, batch_size)
+                result = {name: {key: r[key] for key in kept} for name, r in result.items()}
+                if partial is not None:
+                    partial.save(relation.relation, result, statements=size, chance=relation.chance)
+                scored += size
+            statements += size
+            for name, r in result.items():
+                for key in kept:
+                    per_head[name][key][relation.relation] = r[key]
+            bar.set_postfix(done=relation.relation, accuracy=next(iter(result.values()))["accuracy"])
+            bar.update(1)
     chance = {r.relation: r.chance for r in dataset.values()}
     for entry in per_head.values():
         entry["mean"] = sum(entry["accuracy"].values()) / len(entry["accuracy"])
-        if not keep_scores:
-            entry.pop("scores")
     reference = next(iter(per_head))
     return {"reference": reference, **{k: per_head[reference][k] for k in ("accuracy", "mean", "predictions")},
             "chance": chance, "chance_mean": sum(chance.values()) / len(chance), "heads": per_head,
             "relations": {r.relation: {"instances": len(r.instances), "answers": len(r.answers),
                                        "type": r.info.get("type"), "label": r.info.get("label"),
                                        "template": r.template(template_index)} for r in dataset.values()},
-            "statements": statements, "seconds": time.perf_counter() - start,
+            "statements": statements, "scored_statements": scored, "resumed": resumed,
+            "seconds": time.perf_counter() - start,
             "scoring": "causal: summed token log-probabilities" if model.kind.causal
             else "masked: pseudo-log-likelihood (within_word_l2r)"}
 
@@ -197,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("dataset", help="an lm-pub-quiz dataset folder (metadata_relations.json + <relation>.jsonl)")
     parser.add_argument("--backbone", default=None, help="hub name, path or alias (default: MiniLM); with "
                         "--probe-set: the probe set's backbone is loaded from here instead of its saved path")
-    parser.add_argument("--output", required=True, help="folder for results.json")
+    parser.add_argument("--output", required=True, help="folder for results.json and partial/ (each finished "
+                        "relation, so that a rerun resumes a killed run)")
     parser.add_argument("--probe-set", default=None, help="a saved probe set (notebook 04): score every probe")
     parser.add_argument("--relations", nargs="*", default=None)
     parser.add_argument("--max-instances", type=int, default=None, help="first N instances per relation")
@@ -206,13 +233,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     dataset, report = read_statement_dataset(args.dataset, args.relations, args.max_instances)
     model, heads = load_heads(args.backbone, args.probe_set)
-    results = statement_probe(model, heads, dataset, template_index=args.template_index, batch_size=args.batch_size)
-    results["skipped"] = report.to_dict()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(f"{len(dataset)} relations, {results['statements']:,} statements in {results['seconds']:.0f} s; "
-          f"skipped: {report.total_skipped}")
+    results = statement_probe(model, heads, dataset, template_index=args.template_index, batch_size=args.batch_size,
+                              output_dir=out)
+    results["skipped"] = report.to_dict()
+    write_json(out / "results.json", results)
+    print(f"{len(dataset)} relations ({len(results['resumed'])} resumed), {results['scored_statements']:,} "
+          f"statements scored in {results['seconds']:.0f} s; skipped: {report.total_skipped}")
     for name, entry in results["heads"].items():
         print(f"{name}: macro accuracy {entry['mean']:.3f} (chance {results['chance_mean']:.3f})")
     print(f"wrote {out / 'results.json'}")
