@@ -120,8 +120,7 @@ def main() -> None:
         budgets[f"{epochs} epoch(s)"] = {
             "probe training (s)": round(trained_s, 1), "seconds": round(time.perf_counter() - tick, 1),
             "dev": {v: summaries[0]["runs"][names[0]]["history"][-1] for v, names in by_variant.items()},
-            "gates": {name: probe.fusion.gate_values() for name, probe in probes.items()
-                      if hasattr(probe.fusion, "gate_values")},
+            "gates": {name: probe.gate_values() for name, probe in probes.items()},
             "summary": summary_rows(result, by_variant, metrics=("p@1", "p@10", "mrr")),
             "comparisons": [c.to_dict() for c in comparisons], "verdicts": [verdict(c) for c in comparisons]}
     report = {
