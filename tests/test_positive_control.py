@@ -167,3 +167,26 @@ def test_learned_share_and_the_hardly_moved_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not adapter_diagnostics(adapter, steps=40, init_seed=2, name="moved")["hardly_moved"]
+
+
+def test_learned_part_gates_start_shut_and_open_within_a_probe_budget():
+    """The gate that lets a probe read an adapter's learned part as it is (issue 17): zero at start (every variant
+    equals the backbone), and reparametrised so that Adam at a probe's learning rate opens it within tens of steps —
+    without the scale, 50 steps at lr 1e-3 move a plain scalar by at most 0.05."""
+    from kadapter.probing.features import LearnedPartGates
+
+    gates = LearnedPartGates(["control", "twin"])
+    fused = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    learned = {"control": torch.randn(64, 16, generator=torch.Generator().manual_seed(1)),
+               "twin": torch.randn(64, 16, generator=torch.Generator().manual_seed(2))}
+    assert torch.equal(gates(fused, learned), fused)
+    target = fused + learned["control"]  # what the control's learned part is for; the twin's is noise
+    optimizer = torch.optim.Adam(gates.parameters(), lr=1e-3)
+    for _ in range(50):
+        loss = (gates(fused, learned) - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    values = gates.values()
+    assert 0.8 < values["control"] < 1.2, values
+    assert abs(values["twin"]) < 0.2, values
