@@ -156,7 +156,9 @@ def _naive_causal_scores(model, probe, statements):
         features = model.backbone_features(ids, torch.ones_like(ids))
         sources = {BACKBONE_SOURCE: features.last_hidden_state[0].float()}
         for name in probe.adapter_names:
-            sources[name] = model.adapters[name](features.hidden_states, features.attention_mask)[0].float()
+            adapter = model.adapters[name]
+            read = adapter.learned_part if probe.reads_learned_part else adapter  # what the probe's fusion reads
+            sources[name] = read(features.hidden_states, features.attention_mask)[0].float()
         logp = torch.log_softmax(probe(probe.inputs(sources)).logits.float(), -1).detach()
         out.append(sum(float(logp[t - 1, encoded.ids[t]]) for t in range(1, len(encoded.ids)) if encoded.scored[t]))
     return out
@@ -172,6 +174,7 @@ def test_prefix_shared_scoring_through_adapters_equals_full_forward(tiny_causal)
               "backbone": build_causal_probe(model, [])}
     for probe in probes.values():  # a trained-looking fusion, not the identity it starts as
         torch.nn.init.normal_(probe.fusion.proj.weight, std=0.3)
+        torch.nn.init.normal_(probe.fusion.gates.raw, std=0.1)  # the learned-part gates open too
     heads = {**reference_heads(model), **probes}
     from kadapter.probing.statements import score_instances
 
