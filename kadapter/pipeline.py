@@ -129,8 +129,9 @@ PROFILES: dict[str, dict[str, dict]] = {
             # the positive control on the probed facts' own prompts (their states are the LAMA probe's, cached once);
             # its own twins are left out to keep the profile's time (the factual adapter keeps both of its twins).
             # 15 epochs: through h + its learned part the control needs the repetitions to hold its facts (Gemma, 500
-            # facts: 3 epochs 14% of its statements, 15 epochs 35%, 8 epochs at lr 3e-2 21%; benchmarks/README.md);
-            # 40 facts per relation (was 100) keep its training within the profile's time
+            # facts: 3 epochs 14% of its statements, 15 epochs 35%, 8 epochs at lr 3e-2 21%; 1,400 facts without
+            # dropout: 15 epochs 45%, 25 epochs 38%; benchmarks/README.md); 40 facts per relation (was 100) keep
+            # its training within the profile's time
             "positive_control": True, "positive_control_epochs": 15, "positive_control_learning_rate": 1e-2,
             "positive_control_twins": False,
             # statement ranking on all 41 T-REx relations, capped to fit the profile (about 2,000 statements x 4

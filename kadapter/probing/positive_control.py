@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -108,7 +109,9 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
     kept, selection = recipe.statement_facts(model, facts, candidates)
     if not kept:
         raise ValueError(f"no fact can be stated with a single-token object among the candidates: {selection}")
-    resolved = adapter_config.resolved(model.identity.num_hidden_layers, model.kind.adapter_defaults())
+    # the factual adapter's architecture and size, trained without dropout: it is meant to memorise its facts
+    resolved = replace(adapter_config, dropout=0.0, attention_dropout=0.0).resolved(
+        model.identity.num_hidden_layers, model.kind.adapter_defaults())
     adapter = init_draw(resolved, model.identity, seed, kind=model.kind)
     model.add_adapter(name, adapter)
     data = recipe.statement_set(model, kept, texts, taps=adapter.tap_layers, max_length=max_length,

@@ -125,7 +125,10 @@ def causal_statement_set(model: KAdapterModel, facts: Sequence[dict], texts: Seq
         return _select(merged, order)
 
     sequences = statements + general
-    labels = ([list(s[1:]) + [f["gold_id"]] for s, f in zip(statements, facts)]  # position t predicts token t+1
+    # a statement labels only its object (as the masked recipe's): the prompt's own next tokens are the backbone's
+    # job, and labelling them left the objects 7% of the labelled positions (Gemma, 1,400 facts + 400 sentences: the
+    # control held 40% of its facts, the backbone's own head 32%); a general sentence labels every next token
+    labels = ([[IGNORE] * (len(s) - 1) + [f["gold_id"]] for s, f in zip(statements, facts)]
               + [list(s[1:]) + [IGNORE] for s in general])
     return StatementSet(sequences, labels, features, n_statements, facts)
 

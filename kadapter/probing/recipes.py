@@ -105,9 +105,10 @@ class CausalRecipe:
 
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
     probe_reads_learned_part = causal.CausalLMProbe.reads_learned_part
-    objective_description = ("next token: every position of <bos> + each fact's prefix (the last one predicts the "
-                             "object), and of the general sentences, through the model's own tied LM head reading h + the adapter's "
-                             "learned part (add fusion; softmax over the training targets)")
+    objective_description = ("next token: the object after <bos> + each fact's prefix (only that position of a "
+                             "statement is labelled), and every position of the general sentences, through the "
+                             "model's own tied LM head reading h + the adapter's learned part (add fusion; softmax "
+                             "over the training targets)")
 
     def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
         from .vocabulary import select_facts
