@@ -156,9 +156,9 @@ def _naive_causal_scores(model, probe, statements):
         features = model.backbone_features(ids, torch.ones_like(ids))
         sources = {BACKBONE_SOURCE: features.last_hidden_state[0].float()}
         for name in probe.adapter_names:
-            adapter = model.adapters[name]
-            read = adapter.learned_part if probe.reads_learned_part else adapter  # what the probe's fusion reads
-            sources[name] = read(features.hidden_states, features.attention_mask)[0].float()
+            # every probe reads each adapter's learned part
+            learned = model.adapters[name].learned_part(features.hidden_states, features.attention_mask)
+            sources[name] = learned[0].float()
         logp = torch.log_softmax(probe(probe.inputs(sources)).logits.float(), -1).detach()
         out.append(sum(float(logp[t - 1, encoded.ids[t]]) for t in range(1, len(encoded.ids)) if encoded.scored[t]))
     return out

@@ -10,8 +10,8 @@ frozen word embeddings, with the model's final-logit soft-capping if it has one)
 ``h + Σ g_i·ℓ_i + W·[rms(h); rms(ℓ_1); ...] + b`` of the backbone's final hidden state ``h`` and each frozen
 adapter's learned part ``ℓ_i`` at the predicting position (:class:`ResidualFusion`). ``g, W, b`` start at zero, so
 every probe starts as the backbone with its own head; only ``g, W, b`` train, with the next-token objective on the
-same general English text, the same batches, steps, learning rate and seeds for every variant (:func:`kadapter.probing.masked.train_variants` drives them side by
-side). The backbone alone gets the same fusion over ``[rms(h)]`` so it has the same budget. The untouched backbone
+same general English text, the same batches, steps, learning rate and seeds for every variant
+(:func:`kadapter.probing.variants.train_variants` drives them side by side). The backbone alone gets the same fusion over ``[rms(h)]`` so it has the same budget. The untouched backbone
 with its own head (no fusion at all) is reported as a reference row. The next-token softmax during training runs
 over the *training vocabulary* (every token that is a target in the training text, plus the ranking candidates),
 the same set for every variant: a full 262k-token softmax costs 10x more per step on CPU and ranks the same
@@ -196,7 +196,6 @@ class CausalLMProbe(nn.Module):
     saved (a loaded probe ranks, it does not train)."""
 
     kind = "causal"
-    reads_learned_part = True  # the residual fusion reads each adapter's learned part (ResidualFusion)
 
     def __init__(self, adapter_names: Sequence[str], fusion: ResidualFusion, head: TiedLMHead,
                  identity: BackboneIdentity, recipe: dict | None = None,

@@ -219,7 +219,6 @@ class MaskedLMProbe(nn.Module):
     """Fusion of frozen features (identity for the backbone alone) + masked-LM head: the encoders' probe."""
 
     kind = "masked"
-    reads_learned_part = True  # its adapter sources are their learned parts (position_features)
 
     def __init__(self, adapter_names: Sequence[str], fusion: Fusion, head: MaskedLMProbeHead, identity: BackboneIdentity,
                  recipe: dict | None = None):

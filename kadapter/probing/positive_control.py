@@ -36,15 +36,13 @@ POSITIVE_CONTROL_ROW = "positive control"  # its row in every table and in resul
 class StatementObjective(nn.Module):
     """The adapter being trained and the head of the backbone's own objective, read at the labelled positions."""
 
-    def __init__(self, adapter: KnowledgeAdapter, head: nn.Module, name: str, learned_part: bool = False):
+    def __init__(self, adapter: KnowledgeAdapter, head: nn.Module, name: str):
         super().__init__()
         self.adapter, self.head, self.name = adapter, head, name
-        self.learned_part = learned_part  # the head reads the adapter's learned part, as the recipe's probe does
 
     def adapter_output(self, features) -> torch.Tensor:
-        if self.learned_part:
-            return self.adapter.learned_part(features.hidden_states, features.attention_mask)
-        return self.adapter(features.hidden_states, features.attention_mask)
+        """The adapter's learned part: what every probe reads of an adapter."""
+        return self.adapter.learned_part(features.hidden_states, features.attention_mask)
 
     def forward(self, features, rows, cols, labels=None):
         out = self.adapter_output(features)[rows, cols]
@@ -120,7 +118,7 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = recipe.objective_head(model, [name], labels, candidates, seed=seed)
-    objective = StatementObjective(adapter, head, name, learned_part=recipe.probe_reads_learned_part)
+    objective = StatementObjective(adapter, head, name)
     out = Path(output_dir)
     config = TrainConfig(output_dir=str(out / "train"), epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, weight_decay=0.0, warmup_ratio=0.06, seed=seed, cpu=True,

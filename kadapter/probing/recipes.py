@@ -54,7 +54,6 @@ class MaskedRecipe:
     objective_description = ("masked LM: the object of each fact statement masked (and 15% of the general "
                              "sentences' tokens, BERT 80/10/10), a BERT-style MLM head tied to the frozen embeddings "
                              "reading h + the adapter's learned part (add fusion)")
-    probe_reads_learned_part = masked.MaskedLMProbe.reads_learned_part  # the control is trained on what it reads
 
     def statement_facts(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary):
         from .vocabulary import select_facts
@@ -79,9 +78,9 @@ class CausalRecipe:
     kind = "causal"
     reference_name = "backbone (own LM head, untouched)"
     description = ("the model's own tied LM head over a residual fusion h + Σ g·ℓ + W[rms(h); rms(ℓ)] of each "
-                   "adapter's learned part ℓ (a gate g per adapter) that starts as the identity (g, W = 0), trained with the next-token objective on the general corpus (softmax over "
-                   "the training vocabulary: every target token + the ranking candidates), same steps, batches and "
-                   "seeds for every variant")
+                   "adapter's learned part ℓ (a gate g per adapter) that starts as the identity (g, W = 0), trained "
+                   "with the next-token objective on the general corpus (softmax over the training vocabulary: every "
+                   "target token + the ranking candidates), same steps, batches and seeds for every variant")
 
     def corpus_features(self, model: KAdapterModel, texts: Sequence[str], *, max_length: int = 64,
                         cache_root: str | Path | None = None, **_) -> MaskedFeatures:
@@ -104,7 +103,6 @@ class CausalRecipe:
         return causal.causal_lama_probe(model, probes, facts, states_root=cache_root, **kw)
 
     # the positive control (kadapter.probing.positive_control): the backbone's own objective, the next token
-    probe_reads_learned_part = causal.CausalLMProbe.reads_learned_part
     objective_description = ("next token: the object after <bos> + each fact's prefix (only that position of a "
                              "statement is labelled), and every position of the general sentences, through the "
                              "model's own tied LM head reading h + the adapter's learned part (add fusion; softmax "

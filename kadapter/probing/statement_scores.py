@@ -121,19 +121,17 @@ class HeadReader:
     def __init__(self, model: KAdapterModel, final: torch.Tensor, taps: Mapping[int, torch.Tensor],
                  mask: torch.Tensor):
         self.model, self.final, self.taps, self.mask = model, final, taps, mask
-        self._adapter_out: dict[tuple[str, bool], torch.Tensor] = {}
+        self._learned: dict[str, torch.Tensor] = {}
 
-    def adapter_output(self, name: str, learned_part: bool = False) -> torch.Tensor:
-        """Adapter ``name``'s output, or (``learned_part``: what a masked-LM probe reads) its learned part."""
-        key = (name, learned_part)
-        if key not in self._adapter_out:
+    def learned_part(self, name: str) -> torch.Tensor:
+        """Adapter ``name``'s learned part (what every probe reads of an adapter), computed once per batch."""
+        if name not in self._learned:
             adapter = self.model.adapters[name]
             was_training = adapter.training
             adapter.eval()
-            read = adapter.learned_part if learned_part else adapter
-            self._adapter_out[key] = read(self.taps, self.mask).float()
+            self._learned[name] = adapter.learned_part(self.taps, self.mask).float()
             adapter.train(was_training)
-        return self._adapter_out[key]
+        return self._learned[name]
 
     @torch.no_grad()
     def log_probs(self, head, rows: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -143,8 +141,7 @@ class HeadReader:
         for s in range(0, len(rows), LOGIT_CHUNK):
             r, c = rows[s:s + LOGIT_CHUNK], cols[s:s + LOGIT_CHUNK]
             sources = {BACKBONE_SOURCE: self.final[r, c]}
-            learned = getattr(head, "reads_learned_part", False)
-            sources.update({n: self.adapter_output(n, learned)[r, c] for n in head.adapter_names})
+            sources.update({n: self.learned_part(n)[r, c] for n in head.adapter_names})
             logits = head(head.inputs(sources)).logits.float()
             lab = labels[s:s + LOGIT_CHUNK].to(logits.device)
             out.append(torch.log_softmax(logits, -1).gather(-1, lab[:, None])[:, 0].cpu())
