@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=40)
     parser.add_argument("--pc-epochs", type=int, default=15)
     parser.add_argument("--pc-lr", type=float, default=1e-2)
+    parser.add_argument("--statement-repeats", type=int, default=1, help="each statement this often per epoch")
     parser.add_argument("--probe-epochs", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--probe-lr", type=float, default=1e-3)
     parser.add_argument("--probe-batch", type=int, default=128)
@@ -75,13 +76,21 @@ def main() -> None:
     config = AdapterConfig(hidden_size=128, num_attention_heads=4, intermediate_size=256, num_transformer_layers=1)
 
     tick = time.perf_counter()
+    # an encoder without an MLM head gets one trained on the backbone alone (here: the last probe budget below);
+    # every probe starts from it and the control is trained through it
+    recipe.prepare(model, texts, epochs=args.probe_epochs[-1], learning_rate=args.probe_lr,
+                   batch_size=args.probe_batch, max_length=args.max_length, cache_root=states,
+                   output_dir=work / "own_head")
+    timings["own head (s)"] = round(time.perf_counter() - tick, 1)
+    tick = time.perf_counter()
     if args.reuse:  # the adapter and its results.json from an earlier run with the same work dir
         pc = json.loads((work / "positive_control" / "results.json").read_text())
         model.add_adapter(POSITIVE_CONTROL, pc["models"][POSITIVE_CONTROL]["adapter_dir"])
     else:
         pc = train_positive_control(model, config, facts, texts, output_dir=work / "positive_control",
                                     candidates=candidates, epochs=args.pc_epochs, learning_rate=args.pc_lr,
-                                    max_length=args.max_length, cache_root=states, seed=0)
+                                    max_length=args.max_length, cache_root=states, seed=0,
+                                    statement_repeats=args.statement_repeats, recipe=recipe)
     timings["positive control training (s)"] = round(time.perf_counter() - tick, 1)
     init_twin = add_control_adapter(model, POSITIVE_CONTROL, seed=0)
     norm_twin = add_norm_matched_adapter(model, POSITIVE_CONTROL, seed=1)

@@ -165,6 +165,10 @@ def _build_here(backbone, factual_adapter, controls, runs_dir, corpus_sentences,
         texts, corpus_info = general_corpus(corpus_sentences)
         progress_log(f"Backbone features of {len(texts)} sentences ...")
         data = recipe.corpus_features(model, texts)
+        # every probe starts from the encoder's own MLM head, as notebook 04's (one that ships none gets one trained
+        # here on the backbone alone); a causal LM's is its own LM head
+        recipe.prepare(model, texts, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                       output_dir=output_dir / "own_head")
         config = TrainConfig(output_dir=str(output_dir / "probe_training"), epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, resume=False, desc=f"probe heads ({len(variants)} models)")
         progress_log(f"Training {len(variants)} probe heads ({', '.join(variants)}) for {epochs} epoch(s) ...")

@@ -68,9 +68,11 @@ def test_an_adapter_that_memorises_its_facts_is_detected_by_the_probe(kind, prob
     model = _tiny(kind)
     facts, candidates = _facts(model)
     texts, _ = general_corpus(60)
+    recipe = probe_recipe(model)  # an encoder without an MLM head gets one here, the head every probe starts from
+    recipe.prepare(model, texts, max_length=32, output_dir=tmp_path / "head")
     report = train_positive_control(model, SMALL_ADAPTER, facts, texts, output_dir=tmp_path / "pc",
                                     candidates=candidates, epochs=30, learning_rate=1e-2, batch_size=16,
-                                    max_length=32, cache_root=tmp_path / "states", seed=5)
+                                    max_length=32, cache_root=tmp_path / "states", seed=5, recipe=recipe)
     entry = report["models"][POSITIVE_CONTROL]
     assert report["data"]["statements"] == len(facts)
     assert report["data"]["general_sentences"] + sum(report["data"]["skipped"].values()) == 60  # counted, not lost
@@ -83,7 +85,6 @@ def test_an_adapter_that_memorises_its_facts_is_detected_by_the_probe(kind, prob
     twin = add_control_adapter(model, POSITIVE_CONTROL, seed=5)
     variants = {"backbone": [], POSITIVE_CONTROL_ROW: [POSITIVE_CONTROL],
                 f"{POSITIVE_CONTROL_ROW} (w/o knowledge)": [twin]}
-    recipe = probe_recipe(model)
     data = recipe.corpus_features(model, texts, max_length=32, cache_root=tmp_path / "states")
     config = TrainConfig(output_dir=str(tmp_path / "probe"), epochs=probe_epochs, batch_size=64, learning_rate=1e-2,
                          progress=False, resume=False)
@@ -190,3 +191,41 @@ def test_learned_part_gates_start_shut_and_open_within_a_probe_budget():
     values = gates.values()
     assert 0.8 < values["control"] < 1.2, values
     assert abs(values["twin"]) < 0.2, values
+
+
+def test_on_minilm_the_masked_probe_detects_the_positive_control(tmp_path):
+    """The encoder path on the real MiniLM (issue 17's smoke acceptance), at the smoke profile's size: 45 facts of
+    P19, P36, P1412, 2,000 general sentences. MiniLM ships no MLM head, so the recipe trains one on the backbone alone;
+    the control is trained through it and every probe starts from it. Failed before (every row at P@1 0.000: each
+    probe a fresh head draw over a trained concat fusion, the control trained jointly with a head of its own); now
+    the control is far above the backbone and its norm-matched twin is not. ~4 min on 2 cores."""
+    from kadapter.probing import candidate_vocabulary
+
+    torch.manual_seed(0)
+    minilm = KAdapterModel.from_backbone()
+    facts = load_trex_facts(["P19", "P36", "P1412"], limit=15)[0]
+    texts, _ = general_corpus(2000)
+    candidates = candidate_vocabulary(minilm.tokenizer)
+    recipe = probe_recipe(minilm)
+    source = recipe.prepare(minilm, texts, epochs=5, learning_rate=3e-3, max_length=40, output_dir=tmp_path / "head")
+    assert "no MLM head shipped" in source
+    config = AdapterConfig(hidden_size=128, num_attention_heads=4, intermediate_size=256, num_transformer_layers=1)
+    report = train_positive_control(minilm, config, facts, texts, output_dir=tmp_path / "pc", candidates=candidates,
+                                    epochs=15, learning_rate=1e-2, max_length=40, seed=0, statement_repeats=20,
+                                    recipe=recipe)
+    assert report["models"][POSITIVE_CONTROL]["statement_p@1"] >= 0.4  # holds its facts through the own head
+    twin = add_norm_matched_adapter(minilm, POSITIVE_CONTROL, seed=1)
+    variants = {"backbone": [], POSITIVE_CONTROL_ROW: [POSITIVE_CONTROL], "twin": [twin]}
+    data = recipe.corpus_features(minilm, texts, max_length=40)
+    train, dev = data.split_by_group(0.1, seed=0)
+    probe_config = TrainConfig(output_dir=str(tmp_path / "probe"), epochs=5, batch_size=128,
+                               learning_rate=3e-3, warmup_ratio=0.06, progress=False, resume=False)
+    probes, by_variant, _ = train_variants(minilm, variants, train, seeds=[0], config=probe_config,
+                                           build=recipe.builder(train, candidates), evaluate=recipe.evaluate)
+    result = recipe.lama_probe(minilm, probes, facts, vocabulary=candidates, typed=False)
+    comparisons = {c.variant: c for c in lama_comparisons(result, by_variant, plan=lama_plan(list(by_variant)),
+                                                          n_resamples=2000) if c.reference == "backbone"}
+    detected = comparisons[POSITIVE_CONTROL_ROW]
+    assert detected.delta >= 0.1 and detected.excludes_zero, detected
+    assert comparisons["twin"].delta < detected.delta - 0.1
+    assert probes[f"{POSITIVE_CONTROL_ROW} | seed 0"].gate_values()[POSITIVE_CONTROL] > 0.3

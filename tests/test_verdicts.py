@@ -39,6 +39,45 @@ def test_masked_variants_give_identical_outputs_at_step_0(minilm, corpus):
     assert grad[:, minilm.hidden_size:].abs().sum() > 0
 
 
+def test_masked_recipe_starts_every_probe_from_the_encoders_own_head(minilm, corpus, tmp_path):
+    """MiniLM ships no MLM head: the recipe trains one on the backbone alone, and every variant's probe starts from
+    a copy of it, reading h + Σ g·ℓ (gates at zero, no weight matrix): equal at step 0, apart once trained, saved
+    and loaded as such. Before this every probe was a fresh head draw and the positive control read as 0 (issue 17)."""
+    from kadapter.probing import MaskedLMProbe
+    from kadapter.probing.recipes import MaskedRecipe
+
+    texts, _ = general_corpus(40, seed=3)
+    recipe = MaskedRecipe()
+    fresh = recipe.builder()(minilm, [], seed=4)  # not prepared: a fresh draw
+    source = recipe.prepare(minilm, texts, epochs=1, learning_rate=3e-3, output_dir=tmp_path / "head")
+    assert "no MLM head shipped" in source
+    generator = torch.Generator().manual_seed(0)
+    sources = {**corpus.sources, **{name: torch.randn(corpus.sources[name].shape, generator=generator)
+                                    for name in ("factual", "factual_wo_knowledge")}}
+    build = recipe.builder()
+    probes = {name: build(minilm, adapters, seed=4) for name, adapters in
+              {"backbone": [], "+F": ["factual"], "+F+twin": ["factual", "factual_wo_knowledge"]}.items()}
+    with torch.no_grad():
+        logits = {name: probe(probe.inputs(sources)).logits for name, probe in probes.items()}
+        own = recipe.head(sources[BACKBONE_SOURCE])
+        drawn = fresh(fresh.inputs(sources)).logits
+    for name, value in logits.items():
+        torch.testing.assert_close(value, own, rtol=0, atol=1e-5, msg=name)
+    assert not torch.allclose(drawn, own, atol=1e-3)  # the own head is trained, not the seed's draw
+    probe = probes["+F"]
+    assert probe.fusion is None and probe.gate_values() == {"factual": 0.0}
+    probe(probe.inputs(sources), labels=corpus.labels).loss.backward()
+    assert float(probe.gates.raw.grad.abs().sum()) > 0  # the gate moves
+    with torch.no_grad():
+        probe.head.bias.add_(1.0)  # each probe trains its own copy; the recipe's head stays as it was
+        probe.gates.raw.fill_(0.005)
+    torch.testing.assert_close(recipe.head(sources[BACKBONE_SOURCE]), own)
+    loaded = MaskedLMProbe.from_pretrained(probe.save_pretrained(tmp_path / "probe"), minilm)
+    assert loaded.fusion_mode == "gates" and loaded.gate_values() == pytest.approx({"factual": 0.5})
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(loaded.inputs(sources)).logits, probe(probe.inputs(sources)).logits)
+
+
 # ------------------------------------------------------------------------------ which comparisons, on which items
 def _hand_result():
     """Two relations; per fact the rank of the gold object for each probe (2 seeds of "backbone" and "+F", one

@@ -60,6 +60,12 @@ class MaskedLMProbeHead(nn.Module):
         embeddings, bias = decoder if decoder is not None else self.decoder(token_ids)
         return h @ embeddings.to(h.dtype).T + bias
 
+    def clone(self) -> "MaskedLMProbeHead":
+        """A trainable copy of this head's weights over the same borrowed embeddings (not copied with it)."""
+        twin = MaskedLMProbeHead(self.dense.in_features, self._word_embeddings, self.hidden_act, self.layer_norm_eps)
+        twin.load_state_dict({k: v.detach().clone() for k, v in self.state_dict().items()})
+        return twin.to(self.bias.device)
+
     def config(self) -> dict:
         return {"hidden_size": self.dense.in_features, "vocab_size": self.vocab_size,
                 "hidden_act": self.hidden_act, "layer_norm_eps": self.layer_norm_eps}

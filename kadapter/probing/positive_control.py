@@ -2,13 +2,14 @@
 
 Without it, "the factual adapter adds no knowledge the probe can read" cannot be told apart from "the probe cannot
 read adapters". The control is an adapter of the factual adapter's architecture and size, trained on the frozen
-backbone with the **backbone's own objective** — the next token for a causal LM (its own tied LM head over the
-probe's residual fusion), the masked token for an encoder (a BERT-style MLM head tied to the frozen embeddings over
-the concat fusion) — on **statements of the probed facts** (each LAMA template filled with its subject and object:
+backbone with the **backbone's own objective** through the **backbone's own head**, frozen, reading ``h + ℓ`` — the
+next token for a causal LM (its tied LM head), the masked token for an encoder (its MLM head; for one that ships
+none, MiniLM, the head the probe recipe trains on the backbone alone, which every probe then starts from) — on
+**statements of the probed facts** (each LAMA template filled with its subject and object:
 "Dante was born in Florence ."; the object token is exactly the one the probe asks for), mixed with the general
-sentences the probe heads train on, so that its output means the same thing on any text. The head it trained with
-is thrown away; the adapter then goes through exactly the probe recipe of every other variant (a fresh probe,
-trained on general text only, never on the facts). Its row is named :data:`POSITIVE_CONTROL_ROW` everywhere.
+sentences the probe heads train on, so that its output means the same thing on any text. The adapter then goes
+through exactly the probe recipe of every other variant (a probe started from that same head, trained on general text
+only, never on the facts). Its row is named :data:`POSITIVE_CONTROL_ROW` everywhere.
 
 The kind-specific parts (which sequences, which positions are labelled, where the backbone's states come from, which
 head trains the adapter) come from the probe recipe (:mod:`kadapter.probing.recipes`); the loop here is shared.
@@ -87,6 +88,7 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
                            texts: Sequence[str], *, output_dir: str | Path, candidates=None, epochs: int = 10,
                            learning_rate: float = 1e-3, batch_size: int = 32, seed: int = 0, max_length: int = 64,
                            cache_root: str | Path | None = None, name: str = POSITIVE_CONTROL,
+                           statement_repeats: int = 1, head_training: dict | None = None, recipe=None,
                            progress: bool = False) -> dict:
     """Train the positive-control adapter on ``facts`` (LAMA facts) stated as sentences, mixed with ``texts``
     (general sentences, e.g. the probe corpus), attach it to ``model`` as ``name`` and save it under
@@ -102,7 +104,7 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
     from .vocabulary import candidate_vocabulary
 
     started = time.perf_counter()
-    recipe = probe_recipe(model)
+    recipe = recipe or probe_recipe(model)
     candidates = candidates or candidate_vocabulary(model.tokenizer)
     kept, selection = recipe.statement_facts(model, facts, candidates)
     if not kept:
@@ -114,10 +116,13 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
     model.add_adapter(name, adapter)
     data = recipe.statement_set(model, kept, texts, taps=adapter.tap_layers, max_length=max_length,
                                 cache_root=cache_root)
+    data.statement_repeats = statement_repeats
     labels = sorted({t for row in data.labels for t in row if t != IGNORE})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = recipe.objective_head(model, [name], labels, candidates, seed=seed)
+        head = recipe.objective_head(model, [name], labels, candidates, seed=seed, texts=texts,
+                                     head_training=head_training, output_dir=Path(output_dir) / "head",
+                                     cache_root=cache_root)
     objective = StatementObjective(adapter, head, name)
     out = Path(output_dir)
     config = TrainConfig(output_dir=str(out / "train"), epochs=epochs, batch_size=batch_size,
@@ -142,7 +147,9 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
                  "selection": {k: v for k, v in selection.items() if k != "per_relation"},
                  "relations": sorted({f["relation"] for f in kept}),
                  "examples": [statement_text(f) for f in kept[:5]]},
+        "head": getattr(head, "recipe", {}).get("head", "the backbone's own LM head"),
         "training": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                     "statement_repeats": statement_repeats,
                      "positions_per_epoch": sum(len([t for t in r if t != IGNORE]) for r in data.labels)},
         "steps": summary["steps"],
         "models": {name: {"seed": seed, "adapter_dir": str(adapter_dir), "knowledge": "the probed facts, stated",

@@ -41,12 +41,17 @@ class StatementSet(torch.utils.data.Dataset):
         self.sequences, self.labels, self.features = list(sequences), list(labels), features
         self.statements, self.facts = statements, list(facts)
         self.skipped: dict[str, int] = {}  # what was left out, and why (counted, never silent)
+        self.statement_repeats = 1  # each statement this many times per epoch (the general sentences once)
 
     def __len__(self) -> int:
-        return len(self.sequences)
+        return len(self.sequences) + self.statements * (self.statement_repeats - 1)
 
     def __getitem__(self, i: int) -> int:
-        return i
+        """The sequence behind the i-th item of an epoch: the statements' repeats first, then the general text."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        repeated = self.statements * self.statement_repeats
+        return i % self.statements if i < repeated else i - repeated + self.statements
 
     def fingerprint(self) -> str:
         from ..training import data_fingerprint
