@@ -34,6 +34,11 @@ def main() -> None:
     parser.add_argument("--pc-epochs", type=int, default=15)
     parser.add_argument("--pc-lr", type=float, default=1e-2)
     parser.add_argument("--statement-repeats", type=int, default=1, help="each statement this often per epoch")
+    parser.add_argument("--head-epochs", type=int, default=None, help="own MLM head (encoder without one): epochs; "
+                        "default: the last --probe-epochs")
+    parser.add_argument("--head-lr", type=float, default=None, help="own MLM head: learning rate; default --probe-lr")
+    parser.add_argument("--adapter", type=int, nargs=4, default=[128, 4, 256, 1],
+                        metavar=("HIDDEN", "HEADS", "FFN", "LAYERS"), help="the control's architecture")
     parser.add_argument("--probe-epochs", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--probe-lr", type=float, default=1e-3)
     parser.add_argument("--probe-batch", type=int, default=128)
@@ -73,12 +78,15 @@ def main() -> None:
     facts = [f for f in facts if f["relation"] in relations]
     candidates = candidate_vocabulary(model.tokenizer)
     texts, corpus_info = general_corpus(args.sentences)
-    config = AdapterConfig(hidden_size=128, num_attention_heads=4, intermediate_size=256, num_transformer_layers=1)
+    hidden, heads, ffn, layers = args.adapter
+    config = AdapterConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn,
+                           num_transformer_layers=layers)
 
     tick = time.perf_counter()
     # an encoder without an MLM head gets one trained on the backbone alone (here: the last probe budget below);
     # every probe starts from it and the control is trained through it
-    recipe.prepare(model, texts, epochs=args.probe_epochs[-1], learning_rate=args.probe_lr,
+    recipe.prepare(model, texts, epochs=args.head_epochs or args.probe_epochs[-1],
+                   learning_rate=args.head_lr or args.probe_lr,
                    batch_size=args.probe_batch, max_length=args.max_length, cache_root=states,
                    output_dir=work / "own_head")
     timings["own head (s)"] = round(time.perf_counter() - tick, 1)
