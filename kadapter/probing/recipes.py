@@ -31,15 +31,15 @@ class MaskedRecipe:
     starts from its own LM head, and the positive control is trained through it."""
 
     kind = "masked"
-
-    def __init__(self):
-        self.head = None  # the encoder's own MLM head, once prepared
-        self.head_source = None
     reference_name = "backbone (own MLM head)"
     description = ("masked-LM probe head (dense -> GELU -> LayerNorm -> decoder tied to the frozen embeddings), started "
                    "from the encoder's own MLM head (the checkpoint's, or one trained once on the backbone alone), "
                    "reading h + Σ g·ℓ (one gate per adapter's learned part ℓ, zero at start), trained with "
                    "masked-LM cross-entropy on the masked general corpus")
+
+    def __init__(self):
+        self.head = None  # the encoder's own MLM head, once prepared
+        self.head_source = None
 
     def corpus_features(self, model: KAdapterModel, texts: Sequence[str], *, max_length: int = 64,
                         mask_prob: float = 0.15, masking_seed: int = 0, cache_root: str | Path | None = None,
@@ -132,7 +132,7 @@ class MaskedRecipe:
                                              max_length=max_length, adapter_names=[], cache_root=cache_root)
         train, dev = data.split_by_group(dev_fraction, seed=masking_seed)
         root = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="kadapter-own-head-"))
-        config = TrainConfig(output_dir=str(root / "own_head"), epochs=epochs or max_epochs, batch_size=batch_size,
+        config = TrainConfig(output_dir=str(root), epochs=epochs or max_epochs, batch_size=batch_size,
                              learning_rate=learning_rate or learning_rates[0], warmup_ratio=0.06, seed=seed,
                              progress=False, resume=False)
         build = MaskedRecipe().builder()  # fresh heads: this one is being made
