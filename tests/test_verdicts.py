@@ -21,11 +21,12 @@ def corpus(minilm):
 def test_masked_variants_give_identical_outputs_at_step_0(minilm, corpus):
     """Before training, the backbone's probe and every adapter variant's probe of one seed are the same function
     of the backbone's features, whatever the adapters output (made far from zero here: the probe reads their
-    learned parts, ~0 for a fresh draw)."""
+    learned parts, ~0 for a fresh draw). The concat fusion here (identity at start); the recipe's gated probes from
+    the own head: the next test."""
     generator = torch.Generator().manual_seed(0)
     sources = {**corpus.sources, **{name: torch.randn(corpus.sources[name].shape, generator=generator)
                                     for name in ("factual", "factual_wo_knowledge")}}
-    probes = {name: build_probe(minilm, adapters, seed=4) for name, adapters in
+    probes = {name: build_probe(minilm, adapters, seed=4, fusion="concat") for name, adapters in
               {"backbone": [], "+F": ["factual"], "+F twin": ["factual_wo_knowledge"],
                "+F+twin": ["factual", "factual_wo_knowledge"]}.items()}
     with torch.no_grad():

@@ -40,7 +40,7 @@ def probe_dev_loss(probe, data: MaskedFeatures, batch_size: int = 1024) -> float
 
 def choose_probe_budget(model: KAdapterModel, build: Callable, train_data: MaskedFeatures, dev_data: MaskedFeatures,
                         config: TrainConfig, *, learning_rates: Sequence[float], max_epochs: int,
-                        fusion: str = "concat", recipe: dict | None = None,
+                        fusion: str | None = None, recipe: dict | None = None,
                         evaluate: Callable | None = None) -> dict:
     """Train the backbone variant's probe (``build(model, [], seed=config.seed, ...)``) for ``max_epochs`` at each
     of ``learning_rates`` and pick the (rate, epochs) with the lowest dev loss.

@@ -291,12 +291,12 @@ class MaskedLMProbe(nn.Module):
         return load_probe_weights(probe, directory)
 
 
-def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed: int = 0, fusion: str = "concat",
+def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed: int = 0, fusion: str | None = None,
                 recipe: dict | None = None, hidden_act: str = "gelu", layer_norm_eps: float | None = None,
                 head: MaskedLMProbeHead | None = None) -> MaskedLMProbe:
     """A fresh probe over ``adapter_names`` of ``model`` (empty: the backbone alone); ``seed`` fixes its init.
 
-    ``fusion``: ``"gates"`` (the masked recipe's, :data:`GATES`): the head reads ``h + Σ g·ℓ``, one gate per
+    ``fusion``: ``"gates"`` (None: the masked recipe's, :data:`GATES`): the head reads ``h + Σ g·ℓ``, one gate per
     adapter's learned part and no weight matrix; ``"concat"``: also the paper's fusion of ``[h ; ℓ]`` (identity
     at start); ``"add"``: ``h + Σ ℓ``, no parameters (the positive control's training head).
     Every variant starts as the backbone's probe: the head is drawn first from ``seed`` (the same draw whatever
@@ -307,6 +307,7 @@ def build_probe(model: KAdapterModel, adapter_names: Sequence[str] = (), *, seed
     unknown = [n for n in adapter_names if n not in model.adapters]
     if unknown:
         raise ValueError(f"model has no adapter(s) {unknown}; it has {model.adapter_names}")
+    fusion = fusion or GATES
     if fusion not in (GATES, "concat", "add"):
         raise ValueError(f"masked probe fusion must be {GATES!r}, 'concat' or 'add', got {fusion!r}")
     if layer_norm_eps is None:

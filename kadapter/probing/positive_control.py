@@ -147,7 +147,7 @@ def train_positive_control(model: KAdapterModel, adapter_config: AdapterConfig, 
                  "selection": {k: v for k, v in selection.items() if k != "per_relation"},
                  "relations": sorted({f["relation"] for f in kept}),
                  "examples": [statement_text(f) for f in kept[:5]]},
-        "head": getattr(head, "recipe", {}).get("head", "the backbone's own LM head"),
+        "head": head.recipe["head"],  # the head it was trained through (the probes' start)
         "training": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                      "statement_repeats": statement_repeats,
                      "positions_per_epoch": sum(len([t for t in r if t != IGNORE]) for r in data.labels)},

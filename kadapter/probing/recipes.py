@@ -48,12 +48,11 @@ class MaskedRecipe:
                                              max_length=max_length, cache_root=cache_root)
 
     def builder(self, data: MaskedFeatures | None = None, candidates: CandidateVocabulary | None = None):
-        def build(model, names, fusion=None, **kw):
-            # always the gated fusion: the notebooks' `fusion` parameter is the fine-tuning model's (masked.GATES);
-            # every variant starts from the own head once prepared (a fresh draw per seed before)
+        def build(model, names, **kw):
+            # every variant starts from the own head once prepared (a fresh draw per seed before); fusion None: gates
             if self.head is not None:
                 kw.setdefault("head", self.head.clone())
-            return masked.build_probe(model, names, fusion=masked.GATES, **kw)
+            return masked.build_probe(model, names, **kw)
 
         return build
 
@@ -204,7 +203,9 @@ class CausalRecipe:
         # candidates would make every step ~5x dearer, and the control only has to prefer its objects. h + the
         # learned part, no trainable fusion: through the residual fusion (thrown away with this head) the control's
         # facts stayed in that fusion's W and a fresh probe read the control as the backbone (issue 17)
-        return causal.build_causal_probe(model, names, seed=seed, fusion="add", loss_token_ids=sorted(set(labels)))
+        probe = causal.build_causal_probe(model, names, seed=seed, fusion="add", loss_token_ids=sorted(set(labels)))
+        probe.recipe["head"] = self.prepare(model)
+        return probe
 
     def prompt_features(self, model: KAdapterModel, facts: Sequence[dict], candidates: CandidateVocabulary, *,
                         taps: Sequence[int], cache_root=None):

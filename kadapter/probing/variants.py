@@ -71,7 +71,7 @@ def seed_name(variant: str, seed: int) -> str:
 
 def train_variants(model: KAdapterModel, variants: Mapping[str, Sequence[str]], data: MaskedFeatures, *,
                    seeds: Sequence[int], config: TrainConfig, dev: MaskedFeatures | None = None,
-                   fusion: str = "concat", recipe: dict | None = None, build: Callable | None = None,
+                   fusion: str | None = None, recipe: dict | None = None, build: Callable | None = None,
                    evaluate: Callable | None = None
                    ) -> tuple[dict[str, torch.nn.Module], dict[str, list[str]], dict[int, dict]]:
     """The probe-head recipe for every variant (name -> adapters read) and seed.
